@@ -1,0 +1,158 @@
+"""The Flask application factory: settings, plugins, blueprints, CORS and the one error handler."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any
+
+from flask import Flask, Response, current_app, request
+from werkzeug.exceptions import HTTPException
+
+from . import config as settings
+from . import cors
+from .errors import (
+    CDSHooksError,
+    InvalidRequest,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    UnknownService,
+)
+from .fetch import Fetcher, NoFetcher
+from .feedback_store import FeedbackStore
+from .models import ServiceDefinition
+from .plugins import collect_services, plugin_manager
+
+log = logging.getLogger("cds_hooks")
+
+
+@dataclass
+class CDSHooks:
+    """Everything the blueprints need, kept in ``app.extensions["cds_hooks"]``."""
+
+    config: Mapping[str, Any]
+    services: dict[tuple[str, str], ServiceDefinition]
+    fetcher: Fetcher
+    authenticator: Any
+    feedback_store: FeedbackStore
+    clock: Callable[[], datetime]
+    plugin_manager: Any = None
+    by_id: dict[str, dict[str, ServiceDefinition]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for (service_id, hook), service in self.services.items():
+            self.by_id.setdefault(service_id, {})[hook] = service
+
+    def audience(self, path: str) -> str:
+        """The exact URL a client JWT's ``aud`` must name for ``path`` (SEC-8)."""
+        base = self.config.get("LUPUS_CDS_PUBLIC_URL") or request.url_root.rstrip("/")
+        return base + path
+
+
+def state() -> CDSHooks:
+    return current_app.extensions["cds_hooks"]
+
+
+def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(json.dumps(body, separators=(",", ":"), ensure_ascii=False), status=status,
+                    mimetype="application/json", headers=dict(headers or {}))
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(config: Mapping[str, Any] | None = None, *, plugins: Iterable[Any] | None = None,
+               fetcher: Fetcher | None = None, authenticator: Any = None,
+               clock: Callable[[], datetime] | None = None) -> Flask:
+    """Build the CDS Hooks application.
+
+    :param config: settings overriding the defaults and ``LUPUS_CDS_*`` environment variables.
+    :param plugins: plugin modules/objects to register instead of the installed entry points.
+    :param fetcher: how missing prefetch is obtained (default: SMART on FHIR client when available).
+    :param authenticator: client-JWT verifier (default: built from ``LUPUS_CDS_CLIENTS``).
+    :param clock: returns the evaluation instant; tests pin it.
+    """
+    app = Flask("cds_hooks")
+    cfg = settings.load(config)
+    app.config.update(cfg)
+    app.config["MAX_CONTENT_LENGTH"] = cfg["LUPUS_CDS_MAX_BODY_BYTES"]
+    logging.getLogger("cds_hooks").setLevel(str(cfg["LUPUS_CDS_LOG_LEVEL"]).upper())
+
+    pm = plugin_manager(plugins)
+    read_only = MappingProxyType(cfg)
+    services = collect_services(pm, read_only)
+    if authenticator is None:
+        from .auth import ClientAuthenticator
+
+        authenticator = ClientAuthenticator.from_config(cfg)
+    if fetcher is None:
+        fetcher = _default_fetcher(cfg)
+    app.extensions["cds_hooks"] = CDSHooks(
+        config=read_only, services=services, fetcher=fetcher, authenticator=authenticator,
+        feedback_store=FeedbackStore(cfg["LUPUS_CDS_DATABASE_URL"]), clock=clock or _utc_now,
+        plugin_manager=pm)
+
+    if cfg["LUPUS_CDS_ALLOW_UNSIGNED"]:
+        log.warning("LUPUS_CDS_ALLOW_UNSIGNED is on: hook calls are accepted WITHOUT a client JWT. "
+                    "Use this only in a sandbox with synthetic data.")
+
+    from . import discovery, feedback, services as service_endpoints
+
+    app.register_blueprint(discovery.bp)
+    app.register_blueprint(service_endpoints.bp)
+    app.register_blueprint(feedback.bp)
+    cors.init_app(app)
+    app.register_error_handler(Exception, handle_error)
+    return app
+
+
+def _default_fetcher(cfg: Mapping[str, Any]) -> Fetcher:
+    try:
+        from .fhir_client import FHIRFetcher
+    except ImportError:
+        return NoFetcher()
+    return FHIRFetcher.from_config(cfg)
+
+
+def handle_error(error: Exception) -> Response:
+    """The one error handler: every failure becomes a status code and an ``OperationOutcome``."""
+    if isinstance(error, HTTPException):
+        mapped: CDSHooksError
+        if error.code == 404:
+            mapped = UnknownService("no such endpoint")
+        elif error.code == 405:
+            mapped = MethodNotAllowed(f"{request.method} is not allowed here")
+            response = json_response(mapped.operation_outcome(), 405)
+            if error.valid_methods:
+                response.headers["Allow"] = ", ".join(error.valid_methods)
+            return response
+        elif error.code == 413:
+            mapped = PayloadTooLarge("request body is larger than LUPUS_CDS_MAX_BODY_BYTES")
+        elif error.code is not None and 400 <= error.code < 500:
+            mapped = InvalidRequest(error.description)
+            mapped.status_code = error.code
+        else:
+            return _internal_error(error)
+        error = mapped
+    if isinstance(error, CDSHooksError):
+        if error.status_code == 401:
+            log.info("rejected client JWT: %s", getattr(error, "reason", "unauthorized"))
+        return json_response(error.operation_outcome(), error.status_code, error.headers())
+    return _internal_error(error)
+
+
+def _internal_error(error: Exception) -> Response:
+    # Log where, not what: exception messages can carry request data (patient ids, tokens).
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
+    log.error("internal error %s at %s", type(error).__name__, where)
+    outcome = {"resourceType": "OperationOutcome",
+               "issue": [{"severity": "fatal", "code": "exception", "diagnostics": "internal error"}]}
+    return json_response(outcome, 500)

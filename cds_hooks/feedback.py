@@ -1,0 +1,25 @@
+"""``POST /cds-services/{id}/feedback``: validate card feedback (FB-3, FB-4) and store every item
+durably and idempotently (FB-5) before answering ``200 {}`` (FB-7)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from .app import json_response, state
+from .services import authenticate, find_service, read_json_body
+from .validation import validate_feedback
+
+bp = Blueprint("feedback", __name__)
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def post_feedback(service_id: str) -> Response:
+    cds = state()
+    find_service(cds, service_id)
+    # SEC-8 leaves the feedback aud open: accept the feedback URL and the service URL (checklist 12).
+    client = authenticate(cds, [cds.audience(f"/cds-services/{service_id}/feedback"),
+                                cds.audience(f"/cds-services/{service_id}")])
+    items = validate_feedback(read_json_body())
+    cds.feedback_store.record(service_id, items, client_iss=getattr(client, "iss", None),
+                              tenant=getattr(client, "tenant", None))
+    return json_response({})

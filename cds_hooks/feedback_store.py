@@ -1,0 +1,130 @@
+"""Durable storage of card feedback (CDS Hooks section "Feedback"), on any SQLAlchemy database.
+
+SQLite by default (WAL journal, so readers never block the writer), PostgreSQL or another engine by
+``LUPUS_CDS_DATABASE_URL``. A feedback item is identified by (service, card uuid, outcome, outcome
+timestamp, client): the same item posted twice is stored once (FB-5), and a write is committed before
+the endpoint answers 200.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+metadata = sa.MetaData()
+
+feedback_table = sa.Table(
+    "card_feedback",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("service_id", sa.String(200), nullable=False),
+    sa.Column("card_uuid", sa.String(200), nullable=False),
+    sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("outcome_timestamp", sa.String(40), nullable=False),
+    # '' when unsigned (sandbox): NULLs would defeat the unique constraint
+    sa.Column("client_iss", sa.String(500), nullable=False, server_default=""),
+    sa.Column("tenant", sa.String(200), nullable=True),
+    sa.Column("accepted_suggestions", sa.Text, nullable=True),
+    sa.Column("override_reason_system", sa.String(500), nullable=True),
+    sa.Column("override_reason_code", sa.String(200), nullable=True),
+    sa.Column("override_reason_display", sa.String(500), nullable=True),
+    sa.Column("user_comment", sa.Text, nullable=True),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("service_id", "card_uuid", "outcome", "outcome_timestamp", "client_iss",
+                        name="uq_card_feedback_item"),
+)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")  # durable before we answer 200
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+class FeedbackStore:
+    """Writes and reads card feedback. Thread-safe; one instance per app (a pooled engine)."""
+
+    def __init__(self, url: str):
+        parsed = make_url(url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite" and parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = sa.create_engine(url, pool_pre_ping=True)
+        if self.dialect == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        metadata.create_all(self.engine)
+
+    def record(self, service_id: str, items: Iterable[Mapping[str, Any]], client_iss: str | None = None,
+               tenant: str | None = None) -> int:
+        """Store validated feedback items in one transaction.
+
+        :return: how many were new (duplicates are ignored, FB-5).
+        """
+        now = datetime.now(UTC)
+        rows = [self._row(service_id, item, client_iss or "", tenant, now) for item in items]
+        if not rows:
+            return 0
+        with self.engine.begin() as connection:
+            statement = self._insert_ignoring_duplicates()
+            if statement is not None:
+                result = connection.execute(statement, rows)
+                return max(result.rowcount or 0, 0)
+            new = 0
+            for row in rows:  # engines without ON CONFLICT: one savepoint per row
+                try:
+                    with connection.begin_nested():
+                        connection.execute(feedback_table.insert(), row)
+                    new += 1
+                except sa.exc.IntegrityError:
+                    pass
+            return new
+
+    def _insert_ignoring_duplicates(self) -> Any:
+        if self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        elif self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            return None
+        return insert(feedback_table).on_conflict_do_nothing()
+
+    @staticmethod
+    def _row(service_id: str, item: Mapping[str, Any], client_iss: str, tenant: str | None,
+             now: datetime) -> dict[str, Any]:
+        reason = item.get("overrideReason") or {}
+        coding = reason.get("reason") or {}
+        accepted = item.get("acceptedSuggestions")
+        return {
+            "service_id": service_id,
+            "card_uuid": item["card"],
+            "outcome": item["outcome"],
+            "outcome_timestamp": item["outcomeTimestamp"],
+            "client_iss": client_iss,
+            "tenant": tenant,
+            "accepted_suggestions": json.dumps([s["id"] for s in accepted]) if accepted else None,
+            "override_reason_system": coding.get("system"),
+            "override_reason_code": coding.get("code"),
+            "override_reason_display": coding.get("display"),
+            "user_comment": reason.get("userComment"),
+            "received_at": now,
+        }
+
+    def all(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as connection:
+            result = connection.execute(sa.select(feedback_table).order_by(feedback_table.c.id))
+            return [dict(row._mapping) for row in result]
+
+    def ping(self) -> None:
+        with self.engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,90 @@
+"""``POST /cds-services/{id}``: authenticate the client, validate the request, settle the prefetch
+(classify, fetch what is missing, 412 when required data cannot be had), run the plugin's handler and
+answer its cards (checklist sections 3, 4 and 6)."""
+
+from __future__ import annotations
+
+import logging
+from types import MappingProxyType
+from typing import Any
+
+from flask import Blueprint, Response, request
+
+from .app import CDSHooks, json_response, state
+from .cards import prune
+from .errors import InvalidRequest, PreconditionFailed, UnknownService
+from .fetch import FetchRequest
+from .models import HookRequest, PrefetchStatus, PrefetchView, ServiceDefinition
+from .prefetch import classify, merge_fetched
+from .validation import parse_json_object, validate_hook_request
+
+bp = Blueprint("services", __name__)
+log = logging.getLogger("cds_hooks.services")
+
+_JSON_TYPES = ("application/json", "application/fhir+json")
+
+
+def authenticate(cds: CDSHooks, audiences: list[str]) -> Any:
+    """The verified client, or ``None`` in unsigned sandbox mode (SEC-3..12)."""
+    if cds.config["LUPUS_CDS_ALLOW_UNSIGNED"]:
+        return None
+    return cds.authenticator.verify(request.headers.get("Authorization"), audiences)
+
+
+def read_json_body() -> dict[str, Any]:
+    content_type = (request.mimetype or "").lower()
+    if content_type and content_type not in _JSON_TYPES:
+        error = InvalidRequest(f"Content-Type must be application/json, not {content_type}")
+        error.status_code = 415
+        raise error
+    return parse_json_object(request.get_data(cache=False))
+
+
+def find_service(cds: CDSHooks, service_id: str) -> dict[str, ServiceDefinition]:
+    by_hook = cds.by_id.get(service_id)
+    if not by_hook:
+        raise UnknownService(f"no CDS service with id {service_id!r}")
+    return by_hook
+
+
+@bp.post("/cds-services/<service_id>")
+def call_service(service_id: str) -> Response:
+    cds = state()
+    by_hook = find_service(cds, service_id)
+    client = authenticate(cds, [cds.audience(f"/cds-services/{service_id}")])
+    body = read_json_body()
+    hook = body.get("hook")
+    service = by_hook.get(hook) if isinstance(hook, str) else None
+    if service is None:
+        # Validate against the (first) hook this id serves, which reports the mismatch clearly (DISC-8).
+        validate_hook_request(body, next(iter(by_hook)))
+        raise InvalidRequest(f"service {service_id!r} does not handle hook {hook!r}", expression=["hook"])
+    validate_hook_request(body, service.hook)
+    return json_response(run_service(cds, service, body, client))
+
+
+def run_service(cds: CDSHooks, service: ServiceDefinition, body: dict[str, Any], client: Any) -> dict[str, Any]:
+    """Settle the prefetch of a validated request and evaluate the service: the CDS response body."""
+    context = body["context"]
+    plan = classify(service.prefetch, context, body.get("prefetch"))
+    entries = plan.entries
+    if plan.queries or plan.next_pages:
+        fetched = cds.fetcher.fetch(FetchRequest(
+            fhir_server=body.get("fhirServer"), fhir_authorization=body.get("fhirAuthorization"),
+            patient_id=context.get("patientId"), queries=plan.queries, next_pages=plan.next_pages,
+            client=client))
+        entries = merge_fetched(plan, fetched)
+    missing = sorted(key for key, entry in entries.items()
+                     if entry.status is PrefetchStatus.MISSING and service.is_required(key))
+    if missing:
+        # PF-12: the service cannot get the data it needs. Say which keys; never echo their content.
+        raise PreconditionFailed(
+            "required prefetch data is missing and could not be fetched from the FHIR server: "
+            + ", ".join(missing), expression=[f"prefetch.{key}" for key in missing])
+    hook_request = HookRequest(
+        service_id=service.id, hook=service.hook, hook_instance=body["hookInstance"],
+        context=MappingProxyType(context), prefetch=PrefetchView(entries), now=cds.clock(),
+        fhir_server=body.get("fhirServer"), client=getattr(client, "iss", None),
+        tenant=getattr(client, "tenant", None), config=cds.config)
+    cards = service.handler(hook_request)
+    return {"cards": [prune(card) for card in cards]}

@@ -1,0 +1,37 @@
+"""Discovery endpoint (checklist section 2; GEN-2..4)."""
+
+from __future__ import annotations
+
+from cds_hooks.cards import prune
+
+
+def test_disc_1_2_4_discovery_lists_registered_services(client):
+    response = client.get("/cds-services")
+    assert response.status_code == 200  # DISC-7
+    assert response.mimetype == "application/json"
+    services = response.get_json()["services"]  # DISC-2
+    assert {(s["id"], s["hook"]) for s in services} == {("patient-greeter", "patient-view"),
+                                                         ("patient-greeter", "order-sign")}
+    for service in services:  # DISC-4
+        for field in ("hook", "description", "id"):
+            assert isinstance(service[field], str) and service[field]
+
+
+def test_disc_5_6_title_and_prefetch_are_declared(client):
+    services = {s["hook"]: s for s in client.get("/cds-services").get_json()["services"]}
+    greeter = services["patient-view"]
+    assert greeter["title"] == "Patient greeting"
+    assert greeter["prefetch"]["patientToGreet"] == "Patient/{{context.patientId}}"
+
+
+def test_gen_2_4_no_null_or_empty_members(client):
+    body = client.get("/cds-services").get_json()
+    assert prune(body) == body
+    sign = next(s for s in body["services"] if s["hook"] == "order-sign")
+    assert "prefetch" not in sign and "title" not in sign  # omitted, not {} or null (GEN-4)
+
+
+def test_disc_3_no_services_gives_empty_array(make_app):
+    response = make_app(plugins=()).test_client().get("/cds-services")
+    assert response.status_code == 200
+    assert response.get_json() == {"services": []}
