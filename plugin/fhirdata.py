@@ -3,8 +3,8 @@
 The rules read only a handful of resources out of a patient record that can hold thousands, so the
 plugin first looks at the raw JSON (cheaply, with these helpers) and validates with ``fhir.resources``
 only what it will use (:func:`validate`). Real feeds break R4 in small ways: a single object where R4 has
-an array, a dateTime without a timezone. Those are repaired on a copy; anything else invalid is skipped
-by the caller with a note.
+an array, a dateTime without a timezone, a code with stray whitespace. Those are repaired on a copy;
+anything else invalid is skipped by the caller with a note.
 """
 
 from __future__ import annotations
@@ -48,6 +48,12 @@ def parse_datetime(value: Any) -> datetime | None:
     if not isinstance(value, str):
         return None
     text = value.strip()
+    if len(text) > 10:  # the common case, a full dateTime: no regex needed
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     partial = _PARTIAL_DATE.match(text)
     if partial:
         year, month, day = partial.groups()
@@ -151,7 +157,11 @@ def _repair(data: JSON, errors: Iterable[Mapping[str, Any]]) -> bool:
     """Fix, in place, the tolerated deviations named by pydantic errors; ``True`` if anything changed."""
     changed = False
     for error in errors:
-        loc = tuple(step for step in error.get("loc", ()) if not (isinstance(step, str) and step.startswith("function")))
+        loc = tuple(
+            step
+            for step in error.get("loc", ())
+            if not (isinstance(step, str) and step.startswith("function"))
+        )
         if not loc:
             continue
         found = _walk_to_parent(data, loc)
@@ -165,22 +175,30 @@ def _repair(data: JSON, errors: Iterable[Mapping[str, Any]]) -> bool:
         elif isinstance(value, str) and _NAIVE_DATETIME.match(value.strip()):
             parent[key] = value.strip() + "Z"
             changed = True
+        elif isinstance(value, str) and value != value.strip():  # " 313822004" in an HL7 example card
+            parent[key] = value.strip()
+            changed = True
     return changed
 
 
-def validate(model: Any, raw: Mapping[str, Any], max_repairs: int = 3) -> tuple[Any | None, str | None]:
-    """``model.model_validate(raw)``, repairing single-object arrays and timezone-less dateTimes on a copy.
+def validate(
+    model: Any, raw: Mapping[str, Any], elements: Iterable[str] | None = None, max_repairs: int = 3
+) -> tuple[Any | None, str | None]:
+    """``model.model_validate(raw)``, repairing single-object arrays, timezone-less dateTimes and codes
+    with stray whitespace on a private copy.
 
+    :param elements: validate only these top-level elements (the ones the caller reads); all if ``None``.
     :return: ``(instance, None)`` or ``(None, reason)``; never raises for bad data, never mutates ``raw``.
     """
-    data: Any = raw
+    data: Any = dict(raw) if elements is None else {k: raw[k] for k in elements if k in raw}
+    copied = False  # nested values are still the request's own until the first repair
     for _ in range(max_repairs + 1):
         try:
             return model.model_validate(data), None
         except ValidationError as exc:
             errors = exc.errors(include_url=False, include_input=False)
-            if data is raw:
-                data = copy.deepcopy(dict(raw))
+            if not copied:
+                data, copied = copy.deepcopy(data), True
             if not _repair(data, errors):
                 first = errors[0] if errors else {}
                 where = ".".join(str(s) for s in first.get("loc", ())) or "resource"

@@ -24,104 +24,295 @@ class SettingSpec:
 
 
 #: attribute name -> spec. The attribute names are what the rules use.
-SETTINGS: dict[str, SettingSpec] = {spec_name: spec for spec_name, spec in (
-    # --- which diagnoses count as SLE (section 1.1, 5.0 gate 1)
-    ("count_drug_induced_lupus", SettingSpec(
-        "LUPUS_CDS_COUNT_DRUG_INDUCED_LUPUS", bool, False,
-        "Count drug-induced lupus (M32.0, 201436003 and relatives) as SLE.")),
-    ("count_unspecified_lupus", SettingSpec(
-        "LUPUS_CDS_COUNT_UNSPECIFIED_LUPUS", bool, True,
-        "Count SNOMED 200936003 'Lupus erythematosus' (Synthea's code; also the parent of cutaneous lupus) "
-        "as SLE; cards then say the lupus type is unspecified.")),
-    ("count_unconfirmed_sle", SettingSpec(
-        "LUPUS_CDS_COUNT_UNCONFIRMED_SLE", bool, False,
-        "Count an SLE Condition whose verificationStatus is unconfirmed, provisional or differential.")),
-    ("count_sle_in_remission", SettingSpec(
-        "LUPUS_CDS_COUNT_SLE_IN_REMISSION", bool, True,
-        "Count an SLE Condition whose clinicalStatus is remission (SLE is chronic; remission does not "
-        "remove myositis or neuropathy risk).")),
-    # --- look-back windows, in days
-    ("fasciculation_condition_days", SettingSpec(
-        "LUPUS_CDS_FASCICULATION_CONDITION_DAYS", int, 90,
-        "A fasciculation (or other symptom) Condition counts when onset or recorded date is this recent.")),
-    ("fasciculation_observation_days", SettingSpec(
-        "LUPUS_CDS_FASCICULATION_OBSERVATION_DAYS", int, 30,
-        "A fasciculation (or other symptom) Observation counts when its effective date is this recent.")),
-    ("lab_window_days", SettingSpec(
-        "LUPUS_CDS_LAB_WINDOW_DAYS", int, 30,
-        "A CK, potassium or magnesium result this recent counts as 'checked'; an active lab order this "
-        "recent counts as 'pending'.")),
-    ("red_flag_days", SettingSpec(
-        "LUPUS_CDS_RED_FLAG_DAYS", int, 14,
-        "Weakness, loss of sensation, dysphagia or dyspnea recorded this recently is a red flag.")),
-    ("ncs_lookback_days", SettingSpec(
-        "LUPUS_CDS_NCS_LOOKBACK_DAYS", int, 365,
-        "A nerve conduction study / EMG this recent suppresses the NCS/EMG suggestion.")),
-    ("renal_lab_days", SettingSpec(
-        "LUPUS_CDS_RENAL_LAB_DAYS", int, 365,
-        "An eGFR result this recent is used for the renal-involvement flag.")),
-    ("rhabdo_creatinine_days", SettingSpec(
-        "LUPUS_CDS_RHABDO_CREATININE_DAYS", int, 7,
-        "With CK at or above the marked multiple of ULN, creatinine is suggested unless one is this recent.")),
-    ("pulse_lookback_days", SettingSpec(
-        "LUPUS_CDS_PULSE_LOOKBACK_DAYS", int, 30,
-        "A corticosteroid pulse whose last dose is this recent triggers the steroid review.")),
-    # --- CK (section 2.3)
-    ("ck_uln_male", SettingSpec(
-        "LUPUS_CDS_CK_ULN_MALE", float, 308.0, "CK upper limit of normal, U/L, male, when the lab gives none.")),
-    ("ck_uln_female", SettingSpec(
-        "LUPUS_CDS_CK_ULN_FEMALE", float, 192.0,
-        "CK upper limit of normal, U/L, female, when the lab gives none.")),
-    ("ck_uln_unknown_sex", SettingSpec(
-        "LUPUS_CDS_CK_ULN_UNKNOWN_SEX", float, 192.0,
-        "CK upper limit of normal, U/L, when sex is unknown (the lower limit, for sensitivity).")),
-    ("ck_marked_multiple", SettingSpec(
-        "LUPUS_CDS_CK_MARKED_MULTIPLE", float, 5.0,
-        "CK at or above this multiple of ULN is significant muscle injury (creatinine/urinalysis suggested).")),
-    ("ck_critical_multiple", SettingSpec(
-        "LUPUS_CDS_CK_CRITICAL_MULTIPLE", float, 10.0,
-        "CK at or above this multiple of ULN: possible rhabdomyolysis, critical card.")),
-    # --- electrolytes (section 2.3)
-    ("hypokalemia_mmol_l", SettingSpec(
-        "LUPUS_CDS_HYPOKALEMIA_MMOL_L", float, 3.5,
-        "Potassium below this (mmol/L) is low, when the lab gives no reference range.")),
-    ("hypokalemia_critical_mmol_l", SettingSpec(
-        "LUPUS_CDS_HYPOKALEMIA_CRITICAL_MMOL_L", float, 2.5,
-        "Potassium below this (mmol/L), or flagged LL, is critical.")),
-    ("hypomagnesemia_mg_dl", SettingSpec(
-        "LUPUS_CDS_HYPOMAGNESEMIA_MG_DL", float, 1.7,
-        "Magnesium below this (mg/dL; 1.7 mg/dL = 0.70 mmol/L) is low, when the lab gives no range. "
-        "StatPearls uses 1.46.")),
-    ("hypomagnesemia_critical_mg_dl", SettingSpec(
-        "LUPUS_CDS_HYPOMAGNESEMIA_CRITICAL_MG_DL", float, 1.2,
-        "Magnesium below this (mg/dL; about 0.5 mmol/L), or flagged LL, is critical.")),
-    ("egfr_renal_threshold", SettingSpec(
-        "LUPUS_CDS_EGFR_RENAL_THRESHOLD", float, 60.0,
-        "eGFR below this (mL/min/1.73 m2) sets the renal-involvement flag.")),
-    ("ppi_long_term_days", SettingSpec(
-        "LUPUS_CDS_PPI_LONG_TERM_DAYS", int, 365,
-        "A proton pump inhibitor used this long is called long-term use in the magnesium card.")),
-    # --- corticosteroid dose bands (section 4.2), prednisone-equivalent mg
-    ("steroid_target_mg", SettingSpec(
-        "LUPUS_CDS_STEROID_TARGET_MG", float, 5.0, "EULAR 2023 SLE maintenance target, mg/day.")),
-    ("steroid_low_max_mg", SettingSpec(
-        "LUPUS_CDS_STEROID_LOW_MAX_MG", float, 7.5, "Upper end of the low-dose band, mg/day.")),
-    ("steroid_high_above_mg", SettingSpec(
-        "LUPUS_CDS_STEROID_HIGH_ABOVE_MG", float, 30.0,
-        "Above this (mg/day) the dose is high: warning card. Up to it (and above the low band): info card.")),
-    ("steroid_very_high_above_mg", SettingSpec(
-        "LUPUS_CDS_STEROID_VERY_HIGH_ABOVE_MG", float, 100.0, "Above this (mg/day) the dose is very high.")),
-    ("steroid_pulse_mg", SettingSpec(
-        "LUPUS_CDS_STEROID_PULSE_MG", float, 250.0,
-        "A single administration at or above this (mg prednisone-equivalent) is a pulse.")),
-    ("steroid_card_above_target", SettingSpec(
-        "LUPUS_CDS_STEROID_CARD_ABOVE_TARGET", bool, False,
-        "Also show an info card for doses above the SLE target but within the low band (> 5 to 7.5 mg/day).")),
-    # --- links
-    ("escalation_url", SettingSpec(
-        "LUPUS_CDS_ESCALATION_URL", str, "",
-        "URL of the local urgent neurology escalation pathway, linked from the red-flag card (none if empty).")),
-)}
+SETTINGS: dict[str, SettingSpec] = {
+    spec_name: spec
+    for spec_name, spec in (
+        # --- which diagnoses count as SLE (section 1.1, 5.0 gate 1)
+        (
+            "count_drug_induced_lupus",
+            SettingSpec(
+                "LUPUS_CDS_COUNT_DRUG_INDUCED_LUPUS",
+                bool,
+                False,
+                "Count drug-induced lupus (M32.0, 201436003 and relatives) as SLE.",
+            ),
+        ),
+        (
+            "count_unspecified_lupus",
+            SettingSpec(
+                "LUPUS_CDS_COUNT_UNSPECIFIED_LUPUS",
+                bool,
+                True,
+                "Count SNOMED 200936003 'Lupus erythematosus' (Synthea's code; also the parent of cutaneous "
+                "lupus) "
+                "as SLE; cards then say the lupus type is unspecified.",
+            ),
+        ),
+        (
+            "count_unconfirmed_sle",
+            SettingSpec(
+                "LUPUS_CDS_COUNT_UNCONFIRMED_SLE",
+                bool,
+                False,
+                "Count an SLE Condition whose verificationStatus is unconfirmed, provisional, differential.",
+            ),
+        ),
+        (
+            "count_sle_in_remission",
+            SettingSpec(
+                "LUPUS_CDS_COUNT_SLE_IN_REMISSION",
+                bool,
+                True,
+                "Count an SLE Condition whose clinicalStatus is remission (SLE is chronic; remission does "
+                "not "
+                "remove myositis or neuropathy risk).",
+            ),
+        ),
+        # --- look-back windows, in days
+        (
+            "fasciculation_condition_days",
+            SettingSpec(
+                "LUPUS_CDS_FASCICULATION_CONDITION_DAYS",
+                int,
+                90,
+                "A fasciculation (or other symptom) Condition counts when onset or recorded date is this "
+                "recent.",
+            ),
+        ),
+        (
+            "fasciculation_observation_days",
+            SettingSpec(
+                "LUPUS_CDS_FASCICULATION_OBSERVATION_DAYS",
+                int,
+                30,
+                "A fasciculation (or other symptom) Observation counts when its effective date is this "
+                "recent.",
+            ),
+        ),
+        (
+            "lab_window_days",
+            SettingSpec(
+                "LUPUS_CDS_LAB_WINDOW_DAYS",
+                int,
+                30,
+                "A CK, potassium or magnesium result this recent counts as 'checked'; an active lab order "
+                "this "
+                "recent counts as 'pending'.",
+            ),
+        ),
+        (
+            "red_flag_days",
+            SettingSpec(
+                "LUPUS_CDS_RED_FLAG_DAYS",
+                int,
+                14,
+                "Weakness, loss of sensation, dysphagia or dyspnea recorded this recently is a red flag.",
+            ),
+        ),
+        (
+            "ncs_lookback_days",
+            SettingSpec(
+                "LUPUS_CDS_NCS_LOOKBACK_DAYS",
+                int,
+                365,
+                "A nerve conduction study / EMG this recent suppresses the NCS/EMG suggestion.",
+            ),
+        ),
+        (
+            "renal_lab_days",
+            SettingSpec(
+                "LUPUS_CDS_RENAL_LAB_DAYS",
+                int,
+                365,
+                "An eGFR result this recent is used for the renal-involvement flag.",
+            ),
+        ),
+        (
+            "rhabdo_creatinine_days",
+            SettingSpec(
+                "LUPUS_CDS_RHABDO_CREATININE_DAYS",
+                int,
+                7,
+                "With CK at or above the marked multiple of ULN, creatinine is suggested unless one is this "
+                "recent.",
+            ),
+        ),
+        (
+            "pulse_lookback_days",
+            SettingSpec(
+                "LUPUS_CDS_PULSE_LOOKBACK_DAYS",
+                int,
+                30,
+                "A corticosteroid pulse whose last dose is this recent triggers the steroid review.",
+            ),
+        ),
+        # --- CK (section 2.3)
+        (
+            "ck_uln_male",
+            SettingSpec(
+                "LUPUS_CDS_CK_ULN_MALE",
+                float,
+                308.0,
+                "CK upper limit of normal, U/L, male, when the lab gives none.",
+            ),
+        ),
+        (
+            "ck_uln_female",
+            SettingSpec(
+                "LUPUS_CDS_CK_ULN_FEMALE",
+                float,
+                192.0,
+                "CK upper limit of normal, U/L, female, when the lab gives none.",
+            ),
+        ),
+        (
+            "ck_uln_unknown_sex",
+            SettingSpec(
+                "LUPUS_CDS_CK_ULN_UNKNOWN_SEX",
+                float,
+                192.0,
+                "CK upper limit of normal, U/L, when sex is unknown (the lower limit, for sensitivity).",
+            ),
+        ),
+        (
+            "ck_marked_multiple",
+            SettingSpec(
+                "LUPUS_CDS_CK_MARKED_MULTIPLE",
+                float,
+                5.0,
+                "CK at or above this multiple of ULN is significant muscle injury (creatinine/urinalysis "
+                "suggested).",
+            ),
+        ),
+        (
+            "ck_critical_multiple",
+            SettingSpec(
+                "LUPUS_CDS_CK_CRITICAL_MULTIPLE",
+                float,
+                10.0,
+                "CK at or above this multiple of ULN: possible rhabdomyolysis, critical card.",
+            ),
+        ),
+        # --- electrolytes (section 2.3)
+        (
+            "hypokalemia_mmol_l",
+            SettingSpec(
+                "LUPUS_CDS_HYPOKALEMIA_MMOL_L",
+                float,
+                3.5,
+                "Potassium below this (mmol/L) is low, when the lab gives no reference range.",
+            ),
+        ),
+        (
+            "hypokalemia_critical_mmol_l",
+            SettingSpec(
+                "LUPUS_CDS_HYPOKALEMIA_CRITICAL_MMOL_L",
+                float,
+                2.5,
+                "Potassium below this (mmol/L), or flagged LL, is critical.",
+            ),
+        ),
+        (
+            "hypomagnesemia_mg_dl",
+            SettingSpec(
+                "LUPUS_CDS_HYPOMAGNESEMIA_MG_DL",
+                float,
+                1.7,
+                "Magnesium below this (mg/dL; 1.7 mg/dL = 0.70 mmol/L) is low, when the lab gives no range. "
+                "StatPearls uses 1.46.",
+            ),
+        ),
+        (
+            "hypomagnesemia_critical_mg_dl",
+            SettingSpec(
+                "LUPUS_CDS_HYPOMAGNESEMIA_CRITICAL_MG_DL",
+                float,
+                1.2,
+                "Magnesium below this (mg/dL; about 0.5 mmol/L), or flagged LL, is critical.",
+            ),
+        ),
+        (
+            "egfr_renal_threshold",
+            SettingSpec(
+                "LUPUS_CDS_EGFR_RENAL_THRESHOLD",
+                float,
+                60.0,
+                "eGFR below this (mL/min/1.73 m2) sets the renal-involvement flag.",
+            ),
+        ),
+        (
+            "ppi_long_term_days",
+            SettingSpec(
+                "LUPUS_CDS_PPI_LONG_TERM_DAYS",
+                int,
+                365,
+                "A proton pump inhibitor used this long is called long-term use in the magnesium card.",
+            ),
+        ),
+        # --- corticosteroid dose bands (section 4.2), prednisone-equivalent mg
+        (
+            "steroid_target_mg",
+            SettingSpec(
+                "LUPUS_CDS_STEROID_TARGET_MG", float, 5.0, "EULAR 2023 SLE maintenance target, mg/day."
+            ),
+        ),
+        (
+            "steroid_low_max_mg",
+            SettingSpec(
+                "LUPUS_CDS_STEROID_LOW_MAX_MG", float, 7.5, "Upper end of the low-dose band, mg/day."
+            ),
+        ),
+        (
+            "steroid_high_above_mg",
+            SettingSpec(
+                "LUPUS_CDS_STEROID_HIGH_ABOVE_MG",
+                float,
+                30.0,
+                "Above this (mg/day) the dose is high: warning card. Up to it (and above the low band): "
+                "info card.",
+            ),
+        ),
+        (
+            "steroid_very_high_above_mg",
+            SettingSpec(
+                "LUPUS_CDS_STEROID_VERY_HIGH_ABOVE_MG",
+                float,
+                100.0,
+                "Above this (mg/day) the dose is very high.",
+            ),
+        ),
+        (
+            "steroid_pulse_mg",
+            SettingSpec(
+                "LUPUS_CDS_STEROID_PULSE_MG",
+                float,
+                250.0,
+                "A single administration at or above this (mg prednisone-equivalent) is a pulse.",
+            ),
+        ),
+        (
+            "steroid_card_above_target",
+            SettingSpec(
+                "LUPUS_CDS_STEROID_CARD_ABOVE_TARGET",
+                bool,
+                False,
+                "Also show an info card for doses above the SLE target but within the low band (> 5 to 7.5 "
+                "mg/day).",
+            ),
+        ),
+        # --- links
+        (
+            "escalation_url",
+            SettingSpec(
+                "LUPUS_CDS_ESCALATION_URL",
+                str,
+                "",
+                "URL of the local urgent neurology escalation pathway, linked from the red-flag card (none "
+                "if empty).",
+            ),
+        ),
+    )
+}
 
 
 def parse_value(spec: SettingSpec, raw: Any) -> Any:

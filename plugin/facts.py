@@ -1,0 +1,1039 @@
+"""One immutable snapshot of the patient facts the rules read, built from a :class:`HookRequest`.
+
+Building it follows the performance rule of the project: look at the raw JSON first (code, status,
+date), keep only the resources a rule reads (and, for lab series, only the newest few of each analyte),
+and only then validate those few with ``fhir.resources`` (R4B models, which accept R4 data). A resource
+that fails validation is skipped with a note in :attr:`PatientFacts.notes`; nothing here raises for bad
+data.
+
+Sources read: every prefetch key (whatever its name: resources are dispatched by ``resourceType`` and
+de-duplicated), and ``context.draftOrders`` (R4 MedicationRequest and ServiceRequest; STU3
+ProcedureRequest is read as a ServiceRequest and DSTU2 MedicationOrder as a MedicationRequest;
+NutritionOrder, DeviceRequest, VisionPrescription and unknown types are ignored).
+
+The snapshot holds facts *without* the rules' look-back windows applied (except the raw pre-selection
+of lab series), so that the rules, which own the windows, stay pure functions of facts and settings.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from fhir.resources.R4B.condition import Condition
+from fhir.resources.R4B.medicationrequest import MedicationRequest
+from fhir.resources.R4B.medicationstatement import MedicationStatement
+from fhir.resources.R4B.observation import Observation
+from fhir.resources.R4B.patient import Patient
+from fhir.resources.R4B.procedure import Procedure
+from fhir.resources.R4B.servicerequest import ServiceRequest
+
+from cds_hooks.models import HookRequest
+
+from . import medications, terminology
+from .fhirdata import (
+    JSON,
+    as_list,
+    codings,
+    latest,
+    parse_datetime,
+    period_end,
+    period_start,
+    reference_of,
+    resources_in_bundle,
+    status_code,
+    validate,
+)
+
+
+class VS:
+    """ValueSet ids (``plugin/valuesets/<id>.json``) the rules read, named once."""
+
+    SLE = "sle"
+    SLE_RENAL = "sle-renal"
+    SLE_DRUG_INDUCED = "sle-drug-induced"
+    SLE_UNSPECIFIED = "sle-unspecified-lupus"
+    LUPUS_EXCLUSIONS = "lupus-exclusions"
+    FASCICULATION = "fasciculation"
+    SYMPTOM_OBSERVATION_CODE = "symptom-observation-code"
+    MUSCLE_WEAKNESS = "muscle-weakness"
+    DYSPHAGIA = "dysphagia"
+    DYSPNEA = "dyspnea"
+    LOSS_OF_SENSATION = "loss-of-sensation"
+    SENSORY_SYMPTOMS = "sensory-symptoms"
+    PERIPHERAL_NEUROPATHY = "peripheral-neuropathy"
+    MYOSITIS = "myositis"
+    MYALGIA = "myalgia"
+    CKD = "ckd"
+    CK_TOTAL = "ck-total"
+    CK_MB = "ck-mb"
+    CK_ORDER = "ck-order-codes"
+    POTASSIUM = "potassium"
+    POTASSIUM_EXCLUDE = "potassium-exclude"
+    MAGNESIUM = "magnesium"
+    MAGNESIUM_EXCLUDE = "magnesium-exclude"
+    POTASSIUM_ORDER = "potassium-order-codes"
+    MAGNESIUM_ORDER = "magnesium-order-codes"
+    CALCIUM = "calcium"
+    PHOSPHATE = "phosphate"
+    SODIUM = "sodium"
+    CREATININE = "creatinine"
+    EGFR = "egfr"
+    NCS_EMG = "ncs-emg-codes"
+    SYSTEMIC_CORTICOSTEROIDS = "systemic-corticosteroids"
+    ANTICONVULSANTS = "anticonvulsants-neuropathic"
+    LOOP_DIURETICS = "loop-diuretics"
+    THIAZIDES = "thiazides"
+    PPIS = "ppis"
+    CALCINEURIN_INHIBITORS = "calcineurin-inhibitors"
+    MYOTOXIC = "myotoxic-drugs"
+
+
+#: Condition value sets, in the order a Condition is classified (a Condition may belong to several).
+CONDITION_VALUESETS = (
+    VS.SLE,
+    VS.SLE_RENAL,
+    VS.SLE_DRUG_INDUCED,
+    VS.SLE_UNSPECIFIED,
+    VS.LUPUS_EXCLUSIONS,
+    VS.FASCICULATION,
+    VS.MUSCLE_WEAKNESS,
+    VS.DYSPHAGIA,
+    VS.DYSPNEA,
+    VS.LOSS_OF_SENSATION,
+    VS.SENSORY_SYMPTOMS,
+    VS.PERIPHERAL_NEUROPATHY,
+    VS.MYOSITIS,
+    VS.MYALGIA,
+    VS.CKD,
+)
+#: symptom value sets read from Conditions and Observations (the three patterns of section 1.2)
+SYMPTOM_VALUESETS = (
+    VS.FASCICULATION,
+    VS.MUSCLE_WEAKNESS,
+    VS.DYSPHAGIA,
+    VS.DYSPNEA,
+    VS.LOSS_OF_SENSATION,
+    VS.SENSORY_SYMPTOMS,
+    VS.MYALGIA,
+)
+#: analyte -> (value set, exclusion value set or None)
+LAB_ANALYTES: dict[str, tuple[str, str | None]] = {
+    "ck": (VS.CK_TOTAL, None),
+    "ck-mb": (VS.CK_MB, None),
+    "potassium": (VS.POTASSIUM, VS.POTASSIUM_EXCLUDE),
+    "magnesium": (VS.MAGNESIUM, VS.MAGNESIUM_EXCLUDE),
+    "calcium": (VS.CALCIUM, None),
+    "phosphate": (VS.PHOSPHATE, None),
+    "sodium": (VS.SODIUM, None),
+    "creatinine": (VS.CREATININE, None),
+    "egfr": (VS.EGFR, None),
+}
+#: order kind -> value set of order codes (ServiceRequest.code, Procedure.code)
+ORDER_KINDS: dict[str, str] = {
+    "ck": VS.CK_ORDER,
+    "potassium": VS.POTASSIUM_ORDER,
+    "magnesium": VS.MAGNESIUM_ORDER,
+    "creatinine": VS.CREATININE,
+    "ncs-emg": VS.NCS_EMG,
+}
+#: medication classes the rules read
+MEDICATION_CLASSES = (
+    VS.SYSTEMIC_CORTICOSTEROIDS,
+    VS.ANTICONVULSANTS,
+    VS.LOOP_DIURETICS,
+    VS.THIAZIDES,
+    VS.PPIS,
+    VS.CALCINEURIN_INHIBITORS,
+    VS.MYOTOXIC,
+)
+
+#: the elements each resource type is validated with: those the rules read (validating the rest costs
+#: time and would reject a resource over an element nobody uses)
+OBSERVATION_ELEMENTS = (
+    "resourceType",
+    "id",
+    "status",
+    "code",
+    "effectiveDateTime",
+    "effectivePeriod",
+    "effectiveInstant",
+    "issued",
+    "valueQuantity",
+    "valueCodeableConcept",
+    "valueBoolean",
+    "valueString",
+    "interpretation",
+    "referenceRange",
+)
+CONDITION_ELEMENTS = (
+    "resourceType",
+    "id",
+    "code",
+    "subject",
+    "clinicalStatus",
+    "verificationStatus",
+    "category",
+    "onsetDateTime",
+    "onsetPeriod",
+    "recordedDate",
+)
+ORDER_ELEMENTS = (
+    "resourceType",
+    "id",
+    "status",
+    "intent",
+    "code",
+    "subject",
+    "authoredOn",
+    "occurrenceDateTime",
+    "performedDateTime",
+    "performedPeriod",
+)
+MEDICATION_ELEMENTS = (
+    "resourceType",
+    "id",
+    "status",
+    "intent",
+    "subject",
+    "medicationCodeableConcept",
+    "medicationReference",
+    "authoredOn",
+    "dosageInstruction",
+    "dosage",
+    "effectiveDateTime",
+    "effectivePeriod",
+    "dispenseRequest",
+)
+PATIENT_ELEMENTS = ("resourceType", "id", "gender")
+
+FINAL_STATUSES = frozenset({"final", "amended", "corrected"})
+SYMPTOM_OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected", "preliminary"})
+LAB_STATUSES = frozenset({"final", "amended", "corrected", "preliminary"})
+#: how many results of one analyte are validated and kept (newest first): the rules read the latest
+#: final result (inside or outside the window) and the latest preliminary one
+LAB_FINALS_KEPT = 1
+LAB_PRELIMINARY_KEPT = 1
+SYMPTOM_OBSERVATIONS_KEPT = 3
+
+#: SNOMED / HL7 codes meaning "absent" in an Observation value (negation of a finding)
+ABSENT_VALUES = frozenset(
+    {
+        ("http://snomed.info/sct", "2667000"),  # Absent
+        ("http://snomed.info/sct", "272519000"),  # Absence findings
+        ("http://snomed.info/sct", "260385009"),  # Negative
+        ("http://snomed.info/sct", "373067005"),  # No
+        ("http://terminology.hl7.org/CodeSystem/v2-0136", "N"),
+        ("http://terminology.hl7.org/CodeSystem/v3-NullFlavor", "NEG"),
+    }
+)
+_ABSENT_WORDS = frozenset({"absent", "no", "negative", "false", "not present", "denies"})
+
+SNOMED = "http://snomed.info/sct"
+
+
+# --------------------------------------------------------------------------------------------- facts
+
+
+@dataclass(frozen=True)
+class Coded:
+    """The coding that made a resource match (``display`` as the source sent it, possibly absent)."""
+
+    system: str
+    code: str
+    display: str | None = None
+
+    def label(self) -> str:
+        short = {
+            "http://snomed.info/sct": "SNOMED",
+            "http://loinc.org": "LOINC",
+            "http://hl7.org/fhir/sid/icd-10-cm": "ICD-10-CM",
+            "http://www.ama-assn.org/go/cpt": "CPT",
+            "http://www.nlm.nih.gov/research/umls/rxnorm": "RxNorm",
+        }.get(self.system, self.system)
+        return f"{short} {self.code}" + (f" {self.display}" if self.display else "")
+
+
+@dataclass(frozen=True)
+class ConditionFact:
+    resource_id: str
+    kinds: frozenset[str]
+    coded: Coded
+    clinical_status: str | None
+    verification_status: str | None
+    abated: bool
+    when: datetime | None
+    category: tuple[str, ...] = ()
+
+    @property
+    def is_active(self) -> bool:
+        """Active, recurrence or relapse; a missing clinicalStatus counts as active unless abated
+        (invalid R4, invariant con-3, but seen in real data)."""
+        if self.clinical_status is None:
+            return not self.abated
+        return self.clinical_status in {"active", "recurrence", "relapse"}
+
+
+@dataclass(frozen=True)
+class SymptomFact:
+    """One finding (fasciculation, weakness, ...) from a Condition or an Observation, not negated."""
+
+    kind: str
+    coded: Coded
+    when: datetime | None
+    resource_type: str
+    resource_id: str
+
+
+@dataclass(frozen=True)
+class LabResult:
+    analyte: str
+    coded: Coded
+    when: datetime
+    status: str
+    value: float | None
+    unit: str | None
+    #: value in the unit the rules use (CK U/L, K mmol/L, Mg mg/dL, creatinine mg/dL); None if unknown
+    canonical: float | None
+    canonical_unit: str | None
+    interpretation: str | None
+    ref_low: float | None
+    ref_high: float | None
+    resource_id: str
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class OrderFact:
+    """A lab or NCS/EMG order (ServiceRequest) or a performed NCS/EMG (Procedure)."""
+
+    kind: str
+    coded: Coded
+    resource_type: str
+    resource_id: str
+    status: str | None
+    when: datetime | None
+    from_draft_orders: bool
+
+
+@dataclass(frozen=True, eq=False)  # identity equality: holds raw dosage dicts, which do not hash
+class MedicationFact:
+    info: Any  # plugin.medications.MedicationInfo
+    classes: frozenset[str]
+    resource_type: str
+    resource_id: str
+    status: str | None
+    current: bool
+    from_draft_orders: bool
+    started: datetime | None
+    course_end: datetime | None
+    dosages: tuple[JSON, ...]
+
+    @property
+    def name(self) -> str:
+        return getattr(self.info, "display", None) or "medication"
+
+
+@dataclass(frozen=True)
+class PatientFacts:
+    patient_id: str | None
+    hook: str
+    now: datetime
+    sex: str | None
+    conditions: tuple[ConditionFact, ...]
+    symptoms: tuple[SymptomFact, ...]
+    labs: Mapping[str, tuple[LabResult, ...]]
+    orders: tuple[OrderFact, ...]
+    medications: tuple[MedicationFact, ...]
+    gaps: tuple[str, ...] = ()
+    #: resources skipped as invalid; a list because lab series are validated when first read
+    skipped: list[str] = field(default_factory=list)
+    missing_keys: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return tuple(self.skipped)
+
+    def conditions_in(self, kind: str) -> tuple[ConditionFact, ...]:
+        return tuple(c for c in self.conditions if kind in c.kinds)
+
+    def symptoms_of(self, kind: str) -> tuple[SymptomFact, ...]:
+        return tuple(s for s in self.symptoms if s.kind == kind)
+
+    def lab_series(self, analyte: str) -> tuple[LabResult, ...]:
+        return self.labs.get(analyte, ())
+
+    def orders_of(self, kind: str) -> tuple[OrderFact, ...]:
+        return tuple(o for o in self.orders if o.kind == kind)
+
+    def medications_in(self, cls: str) -> tuple[MedicationFact, ...]:
+        return tuple(m for m in self.medications if cls in m.classes)
+
+
+# ------------------------------------------------------------------------------------ code matching
+
+
+def _clean(text: Any) -> str | None:
+    return text.strip() if isinstance(text, str) and text.strip() else None
+
+
+@functools.lru_cache(maxsize=8192)
+def _valuesets_of(system: str, code: str, names: tuple[str, ...]) -> frozenset[str]:
+    """The value sets among ``names`` holding ``system|code``. Cached: a big record repeats few codes."""
+    return frozenset(n for n in names if terminology.in_valueset(n, system, code))
+
+
+def match_concept(concept: Any, names: tuple[str, ...]) -> dict[str, Coded]:
+    """value set -> first matching coding of a raw CodeableConcept, for each of ``names`` it belongs to."""
+    found: dict[str, Coded] = {}
+    for coding in codings(concept):
+        system, code = _clean(coding.get("system")), _clean(coding.get("code"))
+        if system is None or code is None:
+            continue
+        for name in _valuesets_of(system, code, names):
+            found.setdefault(name, Coded(system, code, _clean(coding.get("display"))))
+    return found
+
+
+# ------------------------------------------------------------------------------------------ sources
+
+
+@dataclass
+class _Sources:
+    """Raw resources by type, de-duplicated by ``type/id``, with where they came from."""
+
+    by_type: dict[str, list[tuple[JSON, bool]]] = field(default_factory=dict)
+    medications_by_ref: dict[str, JSON] = field(default_factory=dict)
+    seen: set[str] = field(default_factory=set)
+
+    def add(self, resource: Mapping[str, Any], from_draft_orders: bool, full_url: str | None = None) -> None:
+        rtype = resource.get("resourceType")
+        if not isinstance(rtype, str):
+            return
+        rid = resource.get("id")
+        if isinstance(rid, str) and rid:
+            key = f"{rtype}/{rid}"
+            if key in self.seen:
+                return
+            self.seen.add(key)
+        if rtype == "Medication":
+            if isinstance(rid, str):
+                self.medications_by_ref[f"Medication/{rid}"] = resource  # type: ignore[assignment]
+            if full_url:
+                self.medications_by_ref[full_url] = resource  # type: ignore[assignment]
+            return
+        self.by_type.setdefault(rtype, []).append((resource, from_draft_orders))  # type: ignore[arg-type]
+
+    def of(self, rtype: str) -> list[tuple[JSON, bool]]:
+        return self.by_type.get(rtype, [])
+
+
+def _map_legacy_order(resource: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """Read older FHIR versions' order types as their R4 counterparts (draftOrders only)."""
+    rtype = resource.get("resourceType")
+    if rtype in ("MedicationRequest", "ServiceRequest"):
+        return resource
+    if rtype == "ProcedureRequest":  # STU3/DSTU2: same code/status/subject shape for what we read
+        mapped = {k: v for k, v in resource.items() if k in ("id", "code", "status", "authoredOn", "subject")}
+        mapped["resourceType"] = "ServiceRequest"
+        mapped["intent"] = "order"
+        if "subject" not in mapped and isinstance(resource.get("patient"), Mapping):
+            mapped["subject"] = resource["patient"]
+        return mapped
+    if rtype == "MedicationOrder":  # DSTU2: dosage lives directly on dosageInstruction
+        mapped = {
+            k: v
+            for k, v in resource.items()
+            if k in ("id", "medicationCodeableConcept", "medicationReference", "contained")
+        }
+        mapped.update(resourceType="MedicationRequest", status="draft", intent="order")
+        if isinstance(resource.get("patient"), Mapping):
+            mapped["subject"] = resource["patient"]
+        if resource.get("dateWritten"):
+            mapped["authoredOn"] = resource["dateWritten"]
+        dosages = []
+        for old in as_list(resource.get("dosageInstruction")):
+            if not isinstance(old, Mapping):
+                continue
+            new = {k: old[k] for k in ("text", "timing", "route", "asNeededBoolean") if k in old}
+            if isinstance(old.get("doseQuantity"), Mapping):
+                new["doseAndRate"] = [{"doseQuantity": old["doseQuantity"]}]
+            dosages.append(new)
+        if dosages:
+            mapped["dosageInstruction"] = dosages
+        return mapped
+    return None  # NutritionOrder, DeviceRequest, VisionPrescription, anything unknown
+
+
+def collect_sources(request: HookRequest) -> _Sources:
+    sources = _Sources()
+    for key in request.prefetch:
+        for resource in request.prefetch.resources(key):
+            sources.add(resource, from_draft_orders=False)
+    draft = request.context.get("draftOrders")
+    for resource in resources_in_bundle(draft):
+        if resource.get("resourceType") == "Medication":
+            sources.add(resource, from_draft_orders=True)
+            continue
+        mapped = _map_legacy_order(resource)
+        if mapped is not None:
+            sources.add(mapped, from_draft_orders=True)
+    if isinstance(draft, Mapping):
+        for entry in as_list(draft.get("entry")):
+            if isinstance(entry, Mapping) and isinstance(entry.get("resource"), Mapping):
+                res = entry["resource"]
+                if res.get("resourceType") == "Medication" and isinstance(entry.get("fullUrl"), str):
+                    sources.medications_by_ref[entry["fullUrl"]] = res
+    return sources
+
+
+# --------------------------------------------------------------------------------------- conditions
+
+
+def condition_date(raw: Mapping[str, Any]) -> datetime | None:
+    """The most recent of onset and recordedDate: a newly recorded old symptom is still news."""
+    return latest(
+        parse_datetime(raw.get("onsetDateTime")),
+        period_start(raw.get("onsetPeriod")),
+        parse_datetime(raw.get("recordedDate")),
+    ) or parse_datetime(
+        (raw.get("meta") or {}).get("lastUpdated") if isinstance(raw.get("meta"), Mapping) else None
+    )
+
+
+def build_conditions(sources: _Sources, notes: list[str]) -> list[ConditionFact]:
+    facts = []
+    for raw, _ in sources.of("Condition"):
+        matched = match_concept(raw.get("code"), CONDITION_VALUESETS)
+        if not matched or matched.keys() == {VS.LUPUS_EXCLUSIONS}:
+            continue  # a cutaneous / non-SLE lupus code alone is read by no rule
+        verification = status_code(raw.get("verificationStatus"))
+        if verification == "entered-in-error":
+            continue
+        model, problem = validate(Condition, raw, CONDITION_ELEMENTS)
+        if model is None:
+            notes.append(f"Condition/{raw.get('id', '?')} skipped: not valid FHIR R4 ({problem})")
+            continue
+        first = next(iter(matched.values()))
+        categories = tuple(
+            c.get("code")
+            for cat in as_list(raw.get("category"))
+            for c in codings(cat)
+            if isinstance(c.get("code"), str)
+        )
+        facts.append(
+            ConditionFact(
+                resource_id=str(raw.get("id", "")),
+                kinds=frozenset(matched),
+                coded=first,
+                clinical_status=status_code(raw.get("clinicalStatus")),
+                verification_status=verification,
+                abated=any(k.startswith("abatement") for k in raw),
+                when=condition_date(raw),
+                category=categories,
+            )
+        )
+    return facts
+
+
+def symptoms_from_conditions(conditions: Iterable[ConditionFact]) -> list[SymptomFact]:
+    """Active, not refuted symptom Conditions as symptom facts (pattern 1 of section 1.2)."""
+    out = []
+    for condition in conditions:
+        if not condition.is_active or condition.verification_status in {"refuted", "entered-in-error"}:
+            continue
+        for kind in SYMPTOM_VALUESETS:
+            if kind in condition.kinds:
+                out.append(
+                    SymptomFact(kind, condition.coded, condition.when, "Condition", condition.resource_id)
+                )
+    return out
+
+
+# ------------------------------------------------------------------------------------- observations
+
+
+def observation_date(raw: Mapping[str, Any]) -> datetime | None:
+    return (
+        parse_datetime(raw.get("effectiveDateTime"))
+        or parse_datetime(raw.get("effectiveInstant"))
+        or period_end(raw.get("effectivePeriod"))
+        or period_start(raw.get("effectivePeriod"))
+        or parse_datetime(raw.get("issued"))
+    )
+
+
+def is_negated(raw: Mapping[str, Any]) -> bool:
+    """The Observation says the finding is absent (valueBoolean false, an 'absent' code or word)."""
+    if raw.get("valueBoolean") is False:
+        return True
+    value_cc = raw.get("valueCodeableConcept")
+    for coding in codings(value_cc):
+        if (_clean(coding.get("system")), _clean(coding.get("code"))) in ABSENT_VALUES:
+            return True
+    if isinstance(value_cc, Mapping) and not codings(value_cc):
+        text = _clean(value_cc.get("text"))
+        if text and text.lower() in _ABSENT_WORDS:
+            return True
+    text = _clean(raw.get("valueString"))
+    return bool(text and text.lower() in _ABSENT_WORDS)
+
+
+def _symptom_match(raw: Mapping[str, Any]) -> dict[str, Coded]:
+    """Symptom value sets an Observation reports: the code itself is the finding (pattern 2), or code
+    is LOINC 75325-1 'Symptom' with the finding in valueCodeableConcept (pattern 3)."""
+    direct = match_concept(raw.get("code"), SYMPTOM_VALUESETS)
+    if direct:
+        return direct
+    if match_concept(raw.get("code"), (VS.SYMPTOM_OBSERVATION_CODE,)):
+        return match_concept(raw.get("valueCodeableConcept"), SYMPTOM_VALUESETS)
+    return {}
+
+
+_QUANTITY_UNITS = {
+    # analyte -> {normalised unit -> factor to the canonical unit}
+    "ck": ({"u/l": 1.0, "iu/l": 1.0, "[iu]/l": 1.0, "ukat/l": 60.0, "µkat/l": 60.0, "μkat/l": 60.0}, "U/L"),
+    "ck-mb": ({}, None),
+    "potassium": ({"mmol/l": 1.0, "meq/l": 1.0}, "mmol/L"),
+    "magnesium": ({"mg/dl": 1.0, "mmol/l": 1 / 0.4114, "meq/l": 1 / (2 * 0.4114)}, "mg/dL"),
+    "creatinine": ({"mg/dl": 1.0, "umol/l": 1 / 88.4, "µmol/l": 1 / 88.4, "μmol/l": 1 / 88.4}, "mg/dL"),
+}
+
+
+def _unit_of(quantity: Mapping[str, Any]) -> str | None:
+    return _clean(quantity.get("code")) or _clean(quantity.get("unit"))
+
+
+def _default_unit(analyte: str, coded: Coded) -> str | None:
+    """The unit to assume when a result has none (the LOINC property fixes it)."""
+    if analyte == "ck":
+        return "U/L"
+    if analyte == "potassium":
+        return "mmol/L"
+    if analyte == "magnesium":
+        return "mmol/L" if coded.code == "2601-3" else "mg/dL"
+    return None
+
+
+def to_canonical(
+    analyte: str, value: float | None, unit: str | None, coded: Coded
+) -> tuple[float | None, str | None]:
+    table = _QUANTITY_UNITS.get(analyte)
+    if value is None:
+        return None, None
+    if table is None:
+        return value, unit
+    factors, canonical_unit = table
+    if canonical_unit is None:
+        return value, unit
+    unit = unit or _default_unit(analyte, coded)
+    factor = factors.get((unit or "").replace(" ", "").lower())
+    if factor is None:
+        return None, None
+    return value * factor, canonical_unit
+
+
+def _interpretation(raw: Mapping[str, Any]) -> str | None:
+    for concept in as_list(raw.get("interpretation")):
+        for coding in codings(concept):
+            code = _clean(coding.get("code"))
+            if code:
+                return code.upper()
+    return None
+
+
+def _reference_limits(
+    analyte: str, raw: Mapping[str, Any], value_unit: str | None, coded: Coded
+) -> tuple[float | None, float | None]:
+    """The lab's own low/high limits, converted to the canonical unit like the value."""
+    for rng in as_list(raw.get("referenceRange")):
+        if not isinstance(rng, Mapping):
+            continue
+        limits = []
+        for bound in ("low", "high"):
+            q = rng.get(bound)
+            if (
+                isinstance(q, Mapping)
+                and isinstance(q.get("value"), (int, float))
+                and not isinstance(q.get("value"), bool)
+            ):
+                limits.append(to_canonical(analyte, float(q["value"]), _unit_of(q) or value_unit, coded)[0])
+            else:
+                limits.append(None)
+        if limits[0] is not None or limits[1] is not None:
+            return limits[0], limits[1]
+    return None, None
+
+
+def _lab_from_model(analyte: str, raw: Mapping[str, Any], model: Any, coded: Coded) -> LabResult:
+    quantity = model.valueQuantity
+    value = float(quantity.value) if quantity is not None and quantity.value is not None else None
+    unit = (quantity.code or quantity.unit) if quantity is not None else None
+    canonical, canonical_unit = to_canonical(analyte, value, unit, coded)
+    low, high = _reference_limits(analyte, raw, unit, coded)
+    return LabResult(
+        analyte=analyte,
+        coded=coded,
+        when=observation_date(raw),
+        status=str(model.status),
+        value=value,
+        unit=unit,
+        canonical=canonical,
+        canonical_unit=canonical_unit,
+        interpretation=_interpretation(raw),
+        ref_low=low,
+        ref_high=high,
+        resource_id=str(raw.get("id", "")),
+    )
+
+
+Candidates = dict[str, list[tuple[datetime, Mapping[str, Any], Coded]]]
+LAB_VALUESETS = tuple(dict.fromkeys(vs for pair in LAB_ANALYTES.values() for vs in pair if vs))
+
+
+def _lab_analyte(raw: Mapping[str, Any]) -> tuple[str, Coded] | None:
+    matched = match_concept(raw.get("code"), LAB_VALUESETS)
+    if not matched:
+        return None
+    for analyte, (include, exclude) in LAB_ANALYTES.items():
+        if include in matched and not (exclude and exclude in matched):
+            return analyte, matched[include]
+    return None
+
+
+#: raw (system, code) pairs of an Observation.code -> (lab analyte and coding, or None; symptom code?).
+#: A big record repeats a few codes thousands of times, so the value-set lookups run once per code
+#: combination. (The display kept is the first one seen; displays are shown, never matched.)
+_OBSERVATION_CODE_CACHE: dict[tuple[Any, ...], tuple[tuple[str, Coded] | None, bool]] = {}
+_SYMPTOM_CODE_VALUESETS = (*SYMPTOM_VALUESETS, VS.SYMPTOM_OBSERVATION_CODE)
+
+
+def classify_observation_code(concept: Any) -> tuple[tuple[str, Coded] | None, bool]:
+    if not isinstance(concept, Mapping):
+        return None, False
+    coding = concept.get("coding")
+    items = coding if isinstance(coding, list) else [coding]
+    key = tuple((c.get("system"), c.get("code")) for c in items if isinstance(c, Mapping))
+    hit = _OBSERVATION_CODE_CACHE.get(key)
+    if hit is None:
+        hit = (_lab_analyte({"code": concept}), bool(match_concept(concept, _SYMPTOM_CODE_VALUESETS)))
+        if len(_OBSERVATION_CODE_CACHE) > 4096:
+            _OBSERVATION_CODE_CACHE.clear()
+        _OBSERVATION_CODE_CACHE[key] = hit
+    return hit
+
+
+def select_observations(sources: _Sources) -> tuple[Candidates, Candidates]:
+    """Raw pass over every Observation: (lab candidates by analyte, symptom candidates by kind), each
+    with its date; nothing validated yet. This loop sees every Observation of a big record: keep it lean."""
+    lab_candidates: Candidates = {}
+    symptom_candidates: Candidates = {}
+    for raw, _ in sources.of("Observation"):
+        status = raw.get("status")
+        if status not in LAB_STATUSES:
+            continue  # registered, cancelled, entered-in-error, unknown: never used
+        lab, maybe_symptom = classify_observation_code(raw.get("code"))
+        if lab is None and not maybe_symptom:
+            continue
+        when = observation_date(raw)
+        if when is None:
+            continue
+        if lab is not None:
+            lab_candidates.setdefault(lab[0], []).append((when, raw, lab[1]))
+            continue
+        if status in SYMPTOM_OBSERVATION_STATUSES and not is_negated(raw):
+            for kind, coded in _symptom_match(raw).items():
+                symptom_candidates.setdefault(kind, []).append((when, raw, coded))
+    return lab_candidates, symptom_candidates
+
+
+def build_symptom_observations(candidates: Candidates, notes: list[str]) -> list[SymptomFact]:
+    """The newest few symptom Observations of each kind, validated."""
+    symptoms: list[SymptomFact] = []
+    for kind, found in candidates.items():
+        found.sort(key=lambda c: c[0], reverse=True)
+        for when, raw, coded in found[:SYMPTOM_OBSERVATIONS_KEPT]:
+            model, problem = validate(Observation, raw, OBSERVATION_ELEMENTS)
+            if model is None:
+                notes.append(f"Observation/{raw.get('id', '?')} skipped: not valid FHIR R4 ({problem})")
+                continue
+            symptoms.append(SymptomFact(kind, coded, when, "Observation", str(raw.get("id", ""))))
+    return symptoms
+
+
+class LabSeries(Mapping[str, tuple[LabResult, ...]]):
+    """Lab results by analyte, validated on first read: a rule that never looks at, say, phosphate costs
+    no phosphate validation. Per analyte only the newest final result and the newest preliminary one are
+    kept (the rules read nothing older). Reads are memoised, so the snapshot still never changes."""
+
+    def __init__(self, candidates: Candidates, notes: list[str]):
+        self._candidates = candidates
+        self._notes = notes
+        self._loaded: dict[str, tuple[LabResult, ...]] = {}
+
+    def __getitem__(self, analyte: str) -> tuple[LabResult, ...]:
+        if analyte not in self._loaded:
+            self._loaded[analyte] = self._load(analyte)
+        return self._loaded[analyte]
+
+    def __iter__(self):
+        return iter(self._candidates)
+
+    def __len__(self) -> int:
+        return len(self._candidates)
+
+    def _load(self, analyte: str) -> tuple[LabResult, ...]:
+        found = sorted(self._candidates.get(analyte, ()), key=lambda c: c[0], reverse=True)
+        finals = [c for c in found if c[1].get("status") in FINAL_STATUSES][:LAB_FINALS_KEPT]
+        prelim = [c for c in found if c[1].get("status") not in FINAL_STATUSES][:LAB_PRELIMINARY_KEPT]
+        results = []
+        for _, raw, coded in sorted(finals + prelim, key=lambda c: c[0], reverse=True):
+            model, problem = validate(Observation, raw, OBSERVATION_ELEMENTS)
+            if model is None:
+                self._notes.append(f"Observation/{raw.get('id', '?')} skipped: not valid FHIR R4 ({problem})")
+                continue
+            results.append(_lab_from_model(analyte, raw, model, coded))
+        return tuple(results)
+
+
+# ------------------------------------------------------------------------------------------- orders
+
+#: ServiceRequest statuses that mean "ordered, result may be pending or done"
+ORDER_STATUSES = frozenset({"draft", "active", "on-hold", "completed"})
+PROCEDURE_STATUSES = frozenset({"completed", "in-progress", "preparation"})
+
+
+def build_orders(sources: _Sources, notes: list[str]) -> list[OrderFact]:
+    facts = []
+    names = tuple(ORDER_KINDS.values())
+    for raw, from_draft in sources.of("ServiceRequest"):
+        status = raw.get("status")
+        # draftOrders may hold re-signed, non-draft orders (order-sign): accept any live status there
+        if from_draft and status in {"revoked", "entered-in-error"}:
+            continue
+        if not from_draft and status not in ORDER_STATUSES:
+            continue
+        matched = match_concept(raw.get("code"), names)
+        if not matched:
+            continue
+        model, problem = validate(ServiceRequest, raw, ORDER_ELEMENTS)
+        if model is None:
+            notes.append(f"ServiceRequest/{raw.get('id', '?')} skipped: not valid FHIR R4 ({problem})")
+            continue
+        when = parse_datetime(raw.get("authoredOn")) or parse_datetime(raw.get("occurrenceDateTime"))
+        for kind, vs in ORDER_KINDS.items():
+            if vs in matched:
+                facts.append(
+                    OrderFact(
+                        kind, matched[vs], "ServiceRequest", str(raw.get("id", "")), status, when, from_draft
+                    )
+                )
+    for raw, _ in sources.of("Procedure"):
+        if raw.get("status") not in PROCEDURE_STATUSES:
+            continue
+        matched = match_concept(raw.get("code"), (VS.NCS_EMG,))
+        if not matched:
+            continue
+        model, problem = validate(Procedure, raw, ORDER_ELEMENTS)
+        if model is None:
+            notes.append(f"Procedure/{raw.get('id', '?')} skipped: not valid FHIR R4 ({problem})")
+            continue
+        when = (
+            parse_datetime(raw.get("performedDateTime"))
+            or period_end(raw.get("performedPeriod"))
+            or period_start(raw.get("performedPeriod"))
+        )
+        facts.append(
+            OrderFact(
+                "ncs-emg",
+                matched[VS.NCS_EMG],
+                "Procedure",
+                str(raw.get("id", "")),
+                raw.get("status"),
+                when,
+                False,
+            )
+        )
+    return facts
+
+
+# -------------------------------------------------------------------------------------- medications
+
+_MED_MODELS = {"MedicationRequest": MedicationRequest, "MedicationStatement": MedicationStatement}
+
+
+def _resolver(sources: _Sources, container: Mapping[str, Any]) -> Callable[[str], JSON | None]:
+    """Resolve a medicationReference: contained first, then prefetch and draftOrders Medications."""
+
+    def resolve(reference: Any) -> JSON | None:
+        ref = reference_of(reference) if isinstance(reference, Mapping) else reference
+        if not isinstance(ref, str):
+            return None
+        if ref.startswith("#"):
+            for contained in as_list(container.get("contained")):
+                if isinstance(contained, Mapping) and contained.get("id") == ref[1:]:
+                    return contained  # type: ignore[return-value]
+            return None
+        if ref in sources.medications_by_ref:
+            return sources.medications_by_ref[ref]
+        tail = "/".join(ref.rstrip("/").split("/")[-2:])  # absolute URL -> Medication/id
+        return sources.medications_by_ref.get(tail)
+
+    return resolve
+
+
+def medication_dates(raw: Mapping[str, Any]) -> tuple[datetime | None, datetime | None]:
+    """When the medication started and when its course ended (or will end), from the resource and
+    its dosage timing bounds; ``None`` where unknown."""
+    starts = [
+        parse_datetime(raw.get("authoredOn")),
+        parse_datetime(raw.get("effectiveDateTime")),
+        period_start(raw.get("effectivePeriod")),
+    ]
+    ends = [period_end(raw.get("effectivePeriod"))]
+    dispense = raw.get("dispenseRequest")
+    if isinstance(dispense, Mapping):
+        ends.append(period_end(dispense.get("validityPeriod")))
+    for dosage in as_list(raw.get("dosageInstruction")) + as_list(raw.get("dosage")):
+        timing = dosage.get("timing") if isinstance(dosage, Mapping) else None
+        repeat = timing.get("repeat") if isinstance(timing, Mapping) else None
+        if not isinstance(repeat, Mapping):
+            continue
+        bounds = repeat.get("boundsPeriod")
+        starts.append(period_start(bounds))
+        ends.append(period_end(bounds))
+        duration = repeat.get("boundsDuration")
+        start = (
+            period_start(bounds)
+            or parse_datetime(raw.get("authoredOn"))
+            or period_start(raw.get("effectivePeriod"))
+            or parse_datetime(raw.get("effectiveDateTime"))
+        )
+        if isinstance(duration, Mapping) and start is not None:
+            days = _duration_days(duration)
+            if days is not None:
+                ends.append(start + timedelta(days=days))
+    known_starts = [s for s in starts if s is not None]
+    known_ends = [e for e in ends if e is not None]
+    return (min(known_starts) if known_starts else None), (max(known_ends) if known_ends else None)
+
+
+def _duration_days(duration: Mapping[str, Any]) -> float | None:
+    value = duration.get("value")
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    unit = (_clean(duration.get("code")) or _clean(duration.get("unit")) or "d").lower()
+    per_day = {
+        "d": 1,
+        "day": 1,
+        "days": 1,
+        "wk": 7,
+        "week": 7,
+        "weeks": 7,
+        "h": 1 / 24,
+        "hour": 1 / 24,
+        "mo": 30,
+        "month": 30,
+        "months": 30,
+        "min": 1 / 1440,
+        "a": 365,
+    }.get(unit)
+    return None if per_day is None else float(value) * per_day
+
+
+def build_medications(sources: _Sources, now: datetime, notes: list[str]) -> list[MedicationFact]:
+    facts = []
+    for rtype, model_cls in _MED_MODELS.items():
+        for raw, from_draft in sources.of(rtype):
+            if raw.get("status") in {"entered-in-error", "cancelled", "not-taken"}:
+                continue
+            info = medications.identify_medication(raw, _resolver(sources, raw))
+            if info is None:
+                continue
+            classes = frozenset(c for c in MEDICATION_CLASSES if medications.has_ingredient_in(info, c))
+            if not classes:
+                continue
+            model, problem = validate(model_cls, raw, MEDICATION_ELEMENTS)
+            if model is None:
+                notes.append(f"{rtype}/{raw.get('id', '?')} skipped: not valid FHIR R4 ({problem})")
+                continue
+            started, course_end = medication_dates(raw)
+            dosages = tuple(
+                d
+                for d in as_list(
+                    raw.get("dosageInstruction") if rtype == "MedicationRequest" else raw.get("dosage")
+                )
+                if isinstance(d, Mapping)
+            )
+            facts.append(
+                MedicationFact(
+                    info=info,
+                    classes=classes,
+                    resource_type=rtype,
+                    resource_id=str(raw.get("id", "")),
+                    status=raw.get("status"),
+                    current=medications.is_current(raw, now, include_draft=from_draft),
+                    from_draft_orders=from_draft,
+                    started=started,
+                    course_end=course_end,
+                    dosages=dosages,
+                )
+            )
+    return facts
+
+
+# ------------------------------------------------------------------------------------------ patient
+
+
+def patient_sex(sources: _Sources, notes: list[str]) -> str | None:
+    for raw, _ in sources.of("Patient"):
+        model, problem = validate(Patient, raw, PATIENT_ELEMENTS)
+        if model is None:
+            notes.append(f"Patient/{raw.get('id', '?')} skipped: not valid FHIR R4 ({problem})")
+            continue
+        if model.gender in ("male", "female"):
+            return model.gender
+        return None
+    return None
+
+
+def build_facts(request: HookRequest, gate: Callable[[PatientFacts], bool] | None = None) -> PatientFacts:
+    """The snapshot of everything the rules read for this request.
+
+    :param gate: called with the facts known after Conditions and symptom Observations; when it returns
+        ``False`` the rest (labs, orders, medicines) is neither selected nor validated, because no rule
+        will read it.
+    """
+    notes: list[str] = []
+    sources = collect_sources(request)
+    conditions = build_conditions(sources, notes)
+    lab_candidates, symptom_candidates = select_observations(sources)
+    symptoms = tuple(
+        symptoms_from_conditions(conditions) + build_symptom_observations(symptom_candidates, notes)
+    )
+    missing = frozenset(k for k in request.prefetch if request.prefetch.status(k).value == "missing")
+    facts = PatientFacts(
+        patient_id=request.patient_id,
+        hook=request.hook,
+        now=request.now,
+        sex=patient_sex(sources, notes),
+        conditions=tuple(conditions),
+        symptoms=symptoms,
+        labs=LabSeries({}, notes),
+        orders=(),
+        medications=(),
+        gaps=tuple(request.prefetch.gaps()),
+        skipped=notes,
+        missing_keys=missing,
+    )
+    if gate is not None and not gate(facts):
+        return facts
+    orders = tuple(build_orders(sources, notes))
+    meds = tuple(build_medications(sources, request.now, notes))
+    return replace(facts, labs=LabSeries(lab_candidates, notes), orders=orders, medications=meds)

@@ -1,0 +1,319 @@
+"""The rule book a clinician reviews: for each rule, When/Then in plain words, the settings that hold its
+thresholds, the value sets it reads and its evidence. ``lupus-cds rules`` prints it with the thresholds
+in force and each value set's title and code count.
+
+The rules themselves are the functions of :mod:`plugin.rules` with the same ids; the card wording is in
+:mod:`plugin.cards`. Keep the three in step: a test checks that every rule here has a function there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from .cards import LINKS
+from .settings import SETTINGS, Settings, settings_for
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    id: str
+    title: str
+    when: tuple[str, ...]
+    then: tuple[str, ...]
+    settings: tuple[str, ...]
+    valuesets: tuple[str, ...]
+    evidence: tuple[str, ...]
+    links: tuple[str, ...] = ()
+
+
+RULEBOOK: tuple[RuleSpec, ...] = (
+    RuleSpec(
+        id="gate",
+        title="Shared gates (every card)",
+        when=(
+            "An SLE Condition: clinicalStatus active, recurrence, relapse (or remission, switch), "
+            "verificationStatus not refuted / entered-in-error (unconfirmed, provisional, differential "
+            "only "
+            "with the switch); a cutaneous or non-SLE lupus code on the same Condition wins over the "
+            "parent "
+            "'lupus erythematosus' code.",
+            "AND a fasciculation finding, not negated: a Condition (active, not refuted) with onset or "
+            "recorded date within the Condition window, or an Observation (final, amended, corrected or "
+            "preliminary; code = the finding, or LOINC 75325-1 'Symptom' with the finding as value) within "
+            "the Observation window.",
+        ),
+        then=("Evaluate the rules below; otherwise no cards.",),
+        settings=(
+            "count_drug_induced_lupus",
+            "count_unspecified_lupus",
+            "count_unconfirmed_sle",
+            "count_sle_in_remission",
+            "fasciculation_condition_days",
+            "fasciculation_observation_days",
+        ),
+        valuesets=(
+            "sle",
+            "sle-unspecified-lupus",
+            "sle-drug-induced",
+            "lupus-exclusions",
+            "fasciculation",
+            "symptom-observation-code",
+        ),
+        evidence=("CLINICAL-CONTENT 1.1-1.2 and 5.0; Synthea codes lupus as 200936003.",),
+    ),
+    RuleSpec(
+        id="red-flag",
+        title="Red flags: urgent evaluation (critical)",
+        when=(
+            "Weakness, loss of sensation (R20.0/R20.1, hypoesthesia), dysphagia or dyspnea / respiratory "
+            "distress recorded or observed within the red-flag window, not negated.",
+        ),
+        then=(
+            "Critical card: urgent neurologic evaluation; for dyspnea assess respiratory muscle strength "
+            "(FVC/NIF). No automatic orders; differentials listed (lupus myositis, neuropathy, severe "
+            "hypokalaemia, motor neuron disease, myasthenia).",
+        ),
+        settings=("red_flag_days", "escalation_url"),
+        valuesets=("muscle-weakness", "loss-of-sensation", "dysphagia", "dyspnea"),
+        evidence=(
+            "Source article red-flag list (twitching with weakness, loss of sensation, trouble "
+            "swallowing or breathing).",
+        ),
+        links=("eular-sle-2023",),
+    ),
+    RuleSpec(
+        id="ck",
+        title="Creatine kinase: screen for lupus myositis",
+        when=(
+            "No final total-CK result within the lab window and no CK order pending (draftOrders, or an "
+            "active/draft/on-hold ServiceRequest authored within the lab window); CK-MB does not count.",
+            "OR the latest final CK within the window is above ULN (lab reference range high, else the "
+            "default "
+            "for the patient's sex; unknown sex uses the lower limit). ukat/L is converted x60.",
+        ),
+        then=(
+            "No CK: info card with a draft CK order (warning if weakness or myalgia is also recorded; "
+            "'monitor' wording if myositis is known; 'repeat' wording if an older CK exists).",
+            "CK > ULN: warning 'evaluate for lupus myositis'; >= marked multiple: also suggests creatinine "
+            "(if none within the creatinine window) and urinalysis; >= critical multiple: critical "
+            "'possible rhabdomyolysis'.",
+            "CK <= ULN: no CK card; the value is shown in the other cards.",
+        ),
+        settings=(
+            "lab_window_days",
+            "ck_uln_male",
+            "ck_uln_female",
+            "ck_uln_unknown_sex",
+            "ck_marked_multiple",
+            "ck_critical_multiple",
+            "rhabdo_creatinine_days",
+        ),
+        valuesets=(
+            "ck-total",
+            "ck-mb",
+            "ck-order-codes",
+            "myositis",
+            "muscle-weakness",
+            "myalgia",
+            "creatinine",
+        ),
+        evidence=(
+            "EULAR/ACR 2017 IIM criteria (CK above ULN is a criterion item).",
+            "Rhabdomyolysis: CK > 5x ULN (RCEM / StatPearls); 10x ULN stricter threshold.",
+            "Mayo CK reference ranges; exercise and IM injections raise CK.",
+        ),
+        links=("eular-acr-2017", "mayo-ck", "statpearls-rhabdo"),
+    ),
+    RuleSpec(
+        id="electrolytes",
+        title="Potassium and magnesium (plus lab-flagged calcium, phosphate, sodium)",
+        when=(
+            "Latest final potassium (serum/plasma/blood codes; RBC and mass-unit codes excluded) or "
+            "magnesium "
+            "(mg/dL, mmol/L or mEq/L; RBC excluded) within the lab window is low: the lab's L/LL flag, "
+            "else "
+            "below the lab's low limit, else below the default cut-off.",
+            "OR no potassium or no magnesium result within the lab window (checked separately: BMP/CMP "
+            "have "
+            "no magnesium) and none pending.",
+            "Calcium, phosphate or sodium count only when the lab flags them low.",
+        ),
+        then=(
+            "Low: one 'abnormal electrolytes' card (warning; critical below the critical cut-offs or LL), "
+            "naming PPIs / diuretics / calcineurin inhibitors, with draft orders to recheck and for what "
+            "is "
+            "missing.",
+            "Missing only: one 'electrolyte testing' card with one draft order per missing test (info; "
+            "warning "
+            "with a K/Mg-lowering medicine or kidney involvement: lupus nephritis or CKD code, eGFR below "
+            "the "
+            "threshold).",
+        ),
+        settings=(
+            "lab_window_days",
+            "hypokalemia_mmol_l",
+            "hypokalemia_critical_mmol_l",
+            "hypomagnesemia_mg_dl",
+            "hypomagnesemia_critical_mg_dl",
+            "egfr_renal_threshold",
+            "renal_lab_days",
+            "ppi_long_term_days",
+        ),
+        valuesets=(
+            "potassium",
+            "potassium-exclude",
+            "magnesium",
+            "magnesium-exclude",
+            "potassium-order-codes",
+            "magnesium-order-codes",
+            "calcium",
+            "phosphate",
+            "sodium",
+            "egfr",
+            "sle-renal",
+            "ckd",
+            "loop-diuretics",
+            "thiazides",
+            "ppis",
+            "calcineurin-inhibitors",
+        ),
+        evidence=(
+            "StatPearls hypokalaemia (< 3.5 mmol/L; severe < 2.5).",
+            "Hypomagnesaemia < 1.7 mg/dL = 0.70 mmol/L (StatPearls uses 1.46 mg/dL); lab flag first.",
+            "FDA 2011 drug safety communication: PPIs and hypomagnesaemia.",
+        ),
+        links=("statpearls-hypokalemia", "statpearls-hypomagnesemia", "fda-ppi-2011"),
+    ),
+    RuleSpec(
+        id="steroid",
+        title="Corticosteroid dose review",
+        when=(
+            "A current systemic corticosteroid (oral/IV/IM; topical, inhaled, nasal, ophthalmic, otic "
+            "excluded), including one in draftOrders being signed; prednisone-equivalent computed from the "
+            "structured dose (strength x count, frequency / period, taper step in force).",
+            "OR a single administration >= the pulse dose whose course ended within the pulse look-back.",
+        ),
+        then=(
+            "Pulse, very high (> very-high limit) or high (> high limit): warning.",
+            "Medium (> low band, <= high limit): info, above the SLE maintenance target.",
+            "Dose not computable: info 'review dose'. Low band: no card (info above target with the switch).",
+            "Never an action that changes a medication. A current anticonvulsant is added to this card.",
+        ),
+        settings=(
+            "steroid_target_mg",
+            "steroid_low_max_mg",
+            "steroid_high_above_mg",
+            "steroid_very_high_above_mg",
+            "steroid_pulse_mg",
+            "steroid_card_above_target",
+            "pulse_lookback_days",
+        ),
+        valuesets=("systemic-corticosteroids", "anticonvulsants-neuropathic"),
+        evidence=(
+            "Buttgereit 2002 EULAR dose nomenclature (low <= 7.5, medium <= 30, high <= 100, very "
+            "high, "
+            "pulse >= 250 mg).",
+            "EULAR 2023 SLE: maintenance <= 5 mg/day; IV methylprednisolone pulses 250-1000 mg.",
+            "Steroid myopathy typical at 40-60 mg/day, usually with a normal CK (Medscape, StatPearls).",
+        ),
+        links=("buttgereit-2002", "eular-sle-2023", "medscape-steroid-myopathy"),
+    ),
+    RuleSpec(
+        id="neuroactive",
+        title="Neuro-active medication review",
+        when=("A current anticonvulsant or gabapentinoid and no steroid card.",),
+        then=(
+            "Info card: tremor / myoclonus can look like twitching; carbamazepine and oxcarbazepine lower "
+            "sodium.",
+        ),
+        settings=(),
+        valuesets=("anticonvulsants-neuropathic",),
+        evidence=("CLINICAL-CONTENT 3.1 and 5.3.",),
+    ),
+    RuleSpec(
+        id="ncs-emg",
+        title="Nerve conduction study / EMG",
+        when=(
+            "Numbness, tingling, paresthesia or neuropathic pain (symptom windows), or an active "
+            "neuropathy "
+            "diagnosis; OR weakness with a normal CK within the lab window.",
+            "AND no NCS/EMG Procedure or order within the look-back, none in draftOrders.",
+        ),
+        then=("Info card with a draft NCS/EMG order.",),
+        settings=("ncs_lookback_days", "fasciculation_condition_days", "fasciculation_observation_days"),
+        valuesets=(
+            "sensory-symptoms",
+            "loss-of-sensation",
+            "peripheral-neuropathy",
+            "muscle-weakness",
+            "ncs-emg-codes",
+        ),
+        evidence=(
+            "Peripheral neuropathy in up to 27% of SLE (source article); EMG separates neuropathy, "
+            "myopathy and benign fasciculation.",
+        ),
+        links=("eular-sle-2023",),
+    ),
+)
+
+
+def _valueset_summary(name: str) -> str:
+    """'id: title (n codes)', tolerating a terminology module that is not loaded."""
+    try:
+        from . import terminology
+
+        vs = terminology.valueset(name)
+        title = vs.get("title") if isinstance(vs, Mapping) else getattr(vs, "title", None)
+        count = len(list(terminology.codes(name)))
+        return f"{name}: {title or '(untitled)'} ({count} codes)"
+    except Exception as exc:  # the rule book must print even when one value set is broken
+        return f"{name}: NOT AVAILABLE ({type(exc).__name__}: {exc})"
+
+
+def _setting_line(name: str, settings: Settings) -> str:
+    spec = SETTINGS[name]
+    value: Any = getattr(settings, name)
+    shown = (
+        "(none)"
+        if value == ""
+        else str(value).lower()
+        if isinstance(value, bool)
+        else f"{value:g}"
+        if isinstance(value, float)
+        else str(value)
+    )
+    return f"{spec.key} = {shown}: {spec.description}"
+
+
+def format_rulebook(config: Mapping[str, Any] | None = None) -> str:
+    """The whole rule book as plain text, with the thresholds in force for ``config``."""
+    settings = settings_for(config)
+    out: list[str] = []
+    for rule in RULEBOOK:
+        out.append(f"== {rule.id}: {rule.title}")
+        out.append("When:")
+        out.extend(f"  - {line}" for line in rule.when)
+        out.append("Then:")
+        out.extend(f"  - {line}" for line in rule.then)
+        if rule.settings:
+            out.append("Thresholds and switches:")
+            out.extend(f"  - {_setting_line(name, settings)}" for name in rule.settings)
+        out.append("Value sets:")
+        out.extend(f"  - {_valueset_summary(name)}" for name in rule.valuesets)
+        out.append("Evidence:")
+        out.extend(f"  - {line}" for line in rule.evidence)
+        out.extend(f"  - {LINKS[name].label} <{LINKS[name].url}>" for name in rule.links)
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+@click.command("rules")
+def rules_command() -> None:
+    """Print the clinical rule book: each rule's When/Then, thresholds, value sets and evidence."""
+    from cds_hooks.config import load
+
+    click.echo(format_rulebook(load()), nl=False)

@@ -1,0 +1,555 @@
+"""The firing rules (CLINICAL-CONTENT.md section 5): small pure functions of the patient facts and the
+settings. Each returns a :class:`Finding` (what to advise, how urgent, with the data that justified it)
+or ``None``. They never word anything: :mod:`plugin.cards` turns findings into card text, and
+:mod:`plugin.rulebook` holds each rule's When/Then, thresholds, value sets and evidence for review.
+
+Gates (5.0): no card at all unless :func:`qualifying_sle` and :func:`recent_fasciculation` both find
+something.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import medications
+from .facts import VS, ConditionFact, LabResult, MedicationFact, OrderFact, PatientFacts, SymptomFact
+from .fhirdata import within_days
+from .settings import Settings
+
+INFO, WARNING, CRITICAL = "info", "warning", "critical"
+
+# Card topics (source.topic codes), one card per topic per call.
+CK_TESTING = "ck-testing"
+CK_ELEVATED = "ck-elevated"
+ELECTROLYTE_TESTING = "electrolyte-testing"
+ELECTROLYTE_ABNORMAL = "electrolyte-abnormal"
+STEROID_REVIEW = "steroid-review"
+NEUROACTIVE_REVIEW = "neuroactive-medication-review"
+RED_FLAG_URGENT = "red-flag-urgent"
+NCS_EMG = "ncs-emg"
+
+SLE_CLINICAL_STATUSES = frozenset({"active", "recurrence", "relapse"})
+NOT_ESTABLISHED = frozenset({"unconfirmed", "provisional", "differential"})
+LOW_FLAGS = frozenset({"L", "LL", "LU", "<"})
+CRITICAL_LOW_FLAGS = frozenset({"LL"})
+#: lab orders count as pending in these statuses (completed orders should have a result instead)
+PENDING_STATUSES = frozenset({"draft", "active", "on-hold"})
+#: RxNorm ingredients that lower potassium although not in the diuretic/PPI/CNI classes
+K_LOWERING_STEROID_INGREDIENTS = frozenset({"4452", "5492"})  # fludrocortisone, hydrocortisone
+#: RxNorm ingredients that cause hyponatremia (oxcarbazepine, carbamazepine)
+HYPONATREMIA_INGREDIENTS = frozenset({"32624", "2002"})
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What one rule concluded.
+
+    :ivar variant: which card text to use (a key of :data:`plugin.cards.TEMPLATES`).
+    :ivar data: the facts that justified it, for the card detail (no wording).
+    :ivar orders: orderable tests to suggest (keys of :data:`plugin.cards.ORDERABLES`).
+    """
+
+    rule_id: str
+    topic: str
+    indicator: str
+    variant: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+    orders: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Gate:
+    """The shared gates' evidence, passed to every card (the 'why this patient' lines)."""
+
+    sle: tuple[ConditionFact, ...]
+    fasciculation: tuple[SymptomFact, ...]
+
+    @property
+    def open(self) -> bool:
+        return bool(self.sle) and bool(self.fasciculation)
+
+    @property
+    def unspecified_lupus(self) -> bool:
+        return all(VS.SLE not in c.kinds and VS.SLE_UNSPECIFIED in c.kinds for c in self.sle)
+
+    @property
+    def drug_induced_lupus(self) -> bool:
+        return any(VS.SLE_DRUG_INDUCED in c.kinds and VS.SLE not in c.kinds for c in self.sle)
+
+
+# --------------------------------------------------------------------------------------------- gates
+
+
+def counts_as_sle(condition: ConditionFact, settings: Settings) -> bool:
+    """Gate 1 for one Condition: SLE code (with the two configurable families), established, current."""
+    kinds = condition.kinds
+    strict = VS.SLE in kinds
+    by_flag = (settings.count_unspecified_lupus and VS.SLE_UNSPECIFIED in kinds) or (
+        settings.count_drug_induced_lupus and VS.SLE_DRUG_INDUCED in kinds
+    )
+    # a specific cutaneous / non-SLE code wins over the parent "lupus erythematosus" on the same Condition
+    if not strict and VS.LUPUS_EXCLUSIONS in kinds:
+        return False
+    if not (strict or by_flag):
+        return False
+    verification = condition.verification_status
+    if verification in {"refuted", "entered-in-error"}:
+        return False
+    if verification in NOT_ESTABLISHED and not settings.count_unconfirmed_sle:
+        return False
+    status = condition.clinical_status
+    if status is None:
+        return not condition.abated
+    if status == "remission":
+        return settings.count_sle_in_remission
+    return status in SLE_CLINICAL_STATUSES
+
+
+def qualifying_sle(facts: PatientFacts, settings: Settings) -> tuple[ConditionFact, ...]:
+    return tuple(c for c in facts.conditions if counts_as_sle(c, settings))
+
+
+def recent_symptoms(
+    facts: PatientFacts, kind: str, condition_days: float, observation_days: float
+) -> tuple[SymptomFact, ...]:
+    """Findings of ``kind`` recent enough: Conditions within ``condition_days``, Observations within
+    ``observation_days``; newest first."""
+    found = [
+        s
+        for s in facts.symptoms_of(kind)
+        if within_days(
+            s.when, facts.now, condition_days if s.resource_type == "Condition" else observation_days
+        )
+    ]
+    return tuple(sorted(found, key=lambda s: s.when, reverse=True))
+
+
+def symptom_window(facts: PatientFacts, settings: Settings, kind: str) -> tuple[SymptomFact, ...]:
+    return recent_symptoms(
+        facts, kind, settings.fasciculation_condition_days, settings.fasciculation_observation_days
+    )
+
+
+def recent_fasciculation(facts: PatientFacts, settings: Settings) -> tuple[SymptomFact, ...]:
+    return symptom_window(facts, settings, VS.FASCICULATION)
+
+
+def evaluate_gate(facts: PatientFacts, settings: Settings) -> Gate:
+    return Gate(sle=qualifying_sle(facts, settings), fasciculation=recent_fasciculation(facts, settings))
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def latest_final(facts: PatientFacts, analyte: str, days: float | None = None) -> LabResult | None:
+    """The newest final/amended/corrected result of ``analyte`` (within ``days`` if given)."""
+    for result in facts.lab_series(analyte):
+        if result.is_final:
+            if days is None or within_days(result.when, facts.now, days):
+                return result
+            return None
+    return None
+
+
+def latest_preliminary(facts: PatientFacts, analyte: str, days: float) -> LabResult | None:
+    for result in facts.lab_series(analyte):
+        if not result.is_final and within_days(result.when, facts.now, days):
+            return result
+    return None
+
+
+def pending_orders(facts: PatientFacts, kind: str, days: float) -> tuple[OrderFact, ...]:
+    """Orders of ``kind`` not yet resulted: any in draftOrders; active/draft/on-hold ones in the record
+    authored within ``days`` (undated ones count: better one card too few than a duplicate order)."""
+    return tuple(
+        o
+        for o in facts.orders_of(kind)
+        if o.resource_type == "ServiceRequest"
+        and (
+            o.from_draft_orders
+            or (o.status in PENDING_STATUSES and (o.when is None or within_days(o.when, facts.now, days)))
+        )
+    )
+
+
+def current_medications(facts: PatientFacts, cls: str) -> tuple[MedicationFact, ...]:
+    return tuple(m for m in facts.medications_in(cls) if m.current)
+
+
+def ingredient_ids(med: MedicationFact) -> frozenset[str]:
+    return frozenset(str(getattr(i, "rxcui", "")) for i in getattr(med.info, "ingredients", ()) or ())
+
+
+def is_low(result: LabResult, default_cutoff: float | None) -> bool:
+    """Low by the lab's flag, else below the lab's low limit, else below the default cut-off."""
+    if result.interpretation in LOW_FLAGS:
+        return True
+    if result.canonical is None:
+        return False
+    cutoff = result.ref_low if result.ref_low is not None else default_cutoff
+    return cutoff is not None and result.canonical < cutoff
+
+
+def is_critical_low(result: LabResult, critical_cutoff: float | None) -> bool:
+    if result.interpretation in CRITICAL_LOW_FLAGS:
+        return True
+    return result.canonical is not None and critical_cutoff is not None and result.canonical < critical_cutoff
+
+
+def ck_uln(result: LabResult | None, facts: PatientFacts, settings: Settings) -> tuple[float, str]:
+    """CK upper limit of normal and where it came from: the lab's range, else the default for sex."""
+    if result is not None and result.ref_high:
+        return result.ref_high, "lab"
+    if facts.sex == "male":
+        return settings.ck_uln_male, "default-male"
+    if facts.sex == "female":
+        return settings.ck_uln_female, "default-female"
+    return settings.ck_uln_unknown_sex, "default-unknown"
+
+
+def renal_involvement(facts: PatientFacts, settings: Settings) -> dict[str, Any]:
+    """Why the kidneys matter here (lupus nephritis / CKD codes, low eGFR); empty if nothing."""
+    out: dict[str, Any] = {}
+    renal = tuple(
+        c
+        for c in facts.conditions_in(VS.SLE_RENAL) + facts.conditions_in(VS.CKD)
+        if c.is_active and c.verification_status not in {"refuted", "entered-in-error"}
+    )
+    if renal:
+        out["conditions"] = tuple(dict.fromkeys(renal))
+    egfr = latest_final(facts, "egfr", settings.renal_lab_days)
+    if egfr is not None and egfr.canonical is not None and egfr.canonical < settings.egfr_renal_threshold:
+        out["egfr"] = egfr
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- CK
+
+
+def ck_rule(facts: PatientFacts, settings: Settings) -> Finding | None:
+    """5.1 CK testing / myositis."""
+    window = settings.lab_window_days
+    recent = latest_final(facts, "ck", window)
+    previous = latest_final(facts, "ck")
+    myositis = tuple(c for c in facts.conditions_in(VS.MYOSITIS) if c.is_active)
+    supporting = symptom_window(facts, settings, VS.MUSCLE_WEAKNESS) + symptom_window(
+        facts, settings, VS.MYALGIA
+    )
+    data: dict[str, Any] = {"myositis": myositis, "supporting": supporting}
+
+    if recent is not None:
+        if recent.canonical is None:
+            return None  # unit we cannot read: counted as checked, shown in other cards, not graded
+        uln, uln_source = ck_uln(recent, facts, settings)
+        if recent.canonical <= uln:
+            return None
+        ratio = recent.canonical / uln
+        data.update(ck=recent, uln=uln, uln_source=uln_source, ratio=ratio)
+        orders: tuple[str, ...] = ()
+        if ratio >= settings.ck_marked_multiple:
+            creatinine = latest_final(facts, "creatinine", settings.rhabdo_creatinine_days)
+            data["creatinine"] = creatinine
+            wanted = (
+                []
+                if creatinine or pending_orders(facts, "creatinine", settings.rhabdo_creatinine_days)
+                else ["creatinine"]
+            )
+            orders = (*wanted, "urinalysis")
+        if ratio >= settings.ck_critical_multiple:
+            return Finding("ck", CK_ELEVATED, CRITICAL, "ck-rhabdo", data, orders)
+        variant = "ck-marked" if ratio >= settings.ck_marked_multiple else "ck-elevated"
+        return Finding("ck", CK_ELEVATED, WARNING, variant, data, orders)
+
+    pending = pending_orders(facts, "ck", window)
+    if pending:
+        return None
+    data.update(
+        previous=previous,
+        ck_mb=latest_final(facts, "ck-mb", window),
+        preliminary=latest_preliminary(facts, "ck", window),
+    )
+    if previous is not None:
+        uln, uln_source = ck_uln(previous, facts, settings)
+        data.update(uln=uln, uln_source=uln_source)
+    variant = "ck-monitor" if myositis else ("ck-repeat" if previous else "ck-order")
+    return Finding("ck", CK_TESTING, WARNING if supporting else INFO, variant, data, ("ck",))
+
+
+# ------------------------------------------------------------------------------------- electrolytes
+
+
+def electrolyte_risks(facts: PatientFacts, settings: Settings) -> dict[str, Any]:
+    """K/Mg-lowering medicines and renal involvement (the context that raises the order card to warning)."""
+    drugs: list[MedicationFact] = []
+    for cls in (VS.LOOP_DIURETICS, VS.THIAZIDES, VS.PPIS, VS.CALCINEURIN_INHIBITORS):
+        drugs.extend(current_medications(facts, cls))
+    drugs.extend(
+        m
+        for m in current_medications(facts, VS.SYSTEMIC_CORTICOSTEROIDS)
+        if ingredient_ids(m) & K_LOWERING_STEROID_INGREDIENTS
+    )
+    return {"drugs": tuple(dict.fromkeys(drugs)), "renal": renal_involvement(facts, settings)}
+
+
+def electrolyte_rule(facts: PatientFacts, settings: Settings) -> Finding | None:
+    """5.2 Electrolytes: low K / Mg (and lab-flagged low Ca, phosphate, Na), or missing K / Mg."""
+    window = settings.lab_window_days
+    potassium = latest_final(facts, "potassium", window)
+    magnesium = latest_final(facts, "magnesium", window)
+    data: dict[str, Any] = {"potassium": potassium, "magnesium": magnesium}
+
+    k_low = potassium is not None and is_low(potassium, settings.hypokalemia_mmol_l)
+    k_critical = k_low and is_critical_low(potassium, settings.hypokalemia_critical_mmol_l)
+    mg_low = magnesium is not None and is_low(magnesium, settings.hypomagnesemia_mg_dl)
+    mg_critical = mg_low and is_critical_low(magnesium, settings.hypomagnesemia_critical_mg_dl)
+    others = tuple(
+        r
+        for r in (latest_final(facts, a, window) for a in ("calcium", "phosphate", "sodium"))
+        if r is not None and is_low(r, None)
+    )
+    data["other_low"] = others
+    data["ppis"] = current_medications(facts, VS.PPIS)
+    data["hyponatremia_drugs"] = tuple(
+        m
+        for m in current_medications(facts, VS.ANTICONVULSANTS) + current_medications(facts, VS.THIAZIDES)
+        if ingredient_ids(m) & HYPONATREMIA_INGREDIENTS or VS.THIAZIDES in m.classes
+    )
+
+    missing = tuple(
+        a
+        for a, result in (("potassium", potassium), ("magnesium", magnesium))
+        if result is None and not pending_orders(facts, a, window)
+    )
+    data["missing"] = missing
+
+    if not (k_low or mg_low or others or missing):
+        return None
+    risks = electrolyte_risks(facts, settings)  # only now: it reads eGFR and the medicine list
+    data.update(risks)
+    if k_low or mg_low or others:
+        # recheck what is low, and order what is missing, unless already ordered
+        recheck = tuple(
+            a
+            for a, low in (("potassium", k_low), ("magnesium", mg_low))
+            if low and not pending_orders(facts, a, window)
+        )
+        orders = tuple(dict.fromkeys(recheck + missing))
+        if k_critical or mg_critical:
+            indicator = CRITICAL
+        elif k_low or mg_low or any(r.interpretation in CRITICAL_LOW_FLAGS for r in others):
+            indicator = WARNING
+        else:
+            indicator = INFO
+        data.update(k_low=k_low, k_critical=k_critical, mg_low=mg_low, mg_critical=mg_critical)
+        if k_low and mg_low:
+            variant = "k-mg-low"
+        elif k_low:
+            variant = "k-critical" if k_critical else "k-low"
+        elif mg_low:
+            variant = "mg-critical" if mg_critical else "mg-low"
+        else:
+            variant = "other-low"
+        return Finding("electrolytes", ELECTROLYTE_ABNORMAL, indicator, variant, data, orders)
+
+    # nothing low, so something is missing
+    at_risk = bool(risks["drugs"]) or bool(risks["renal"])
+    variant = {
+        ("potassium", "magnesium"): "order-k-mg",
+        ("potassium",): "order-k",
+        ("magnesium",): "order-mg",
+    }
+    indicator = WARNING if at_risk else INFO
+    return Finding("electrolytes", ELECTROLYTE_TESTING, indicator, variant[missing], data, missing)
+
+
+# ------------------------------------------------------------------------------------------ steroid
+
+
+@dataclass(frozen=True)
+class SteroidDose:
+    medication: MedicationFact
+    dose: Any  # plugin.medications.DoseResult
+
+
+def systemic_steroids(facts: PatientFacts) -> tuple[MedicationFact, ...]:
+    return tuple(
+        m for m in facts.medications_in(VS.SYSTEMIC_CORTICOSTEROIDS) if medications.is_systemic(m.info)
+    )
+
+
+def steroid_doses(facts: PatientFacts, meds: tuple[MedicationFact, ...]) -> tuple[SteroidDose, ...]:
+    return tuple(SteroidDose(m, medications.steroid_daily_dose(m.dosages, m.info, facts.now)) for m in meds)
+
+
+def counts_toward_prednisone(dose: Any) -> bool:
+    return dose.computable and dose.pred_eq_per_day is not None
+
+
+def has_prednisone_equivalent(med: MedicationFact) -> bool:
+    """Fludrocortisone (mineralocorticoid) and budesonide have no prednisone equivalent: their dose is
+    never 'not computable' in the sense of this review (they are reported, not added up)."""
+    table = medications.PREDNISONE_EQUIVALENCE
+    names = {str(getattr(i, "name", "")).lower() for i in getattr(med.info, "ingredients", ()) or ()}
+    keys = ingredient_ids(med) | names
+    return any(float(table.get(key) or 0) > 0 for key in keys)
+
+
+def recent_pulse(
+    facts: PatientFacts, settings: Settings, doses: tuple[SteroidDose, ...]
+) -> SteroidDose | None:
+    """A single administration >= the pulse dose, current or with its course ending within the look-back."""
+    for item in doses:
+        dose, med = item.dose, item.medication
+        per_admin = dose.pred_eq_per_administration if dose.computable else None
+        if per_admin is None or per_admin < settings.steroid_pulse_mg:
+            continue
+        if med.current and (med.course_end is None or med.course_end >= facts.now):
+            return item
+        last_dose = med.course_end or med.started
+        if within_days(last_dose, facts.now, settings.pulse_lookback_days):
+            return item
+    return None
+
+
+def steroid_rule(facts: PatientFacts, settings: Settings) -> Finding | None:
+    """5.3 Corticosteroid review: pulse, high / very high, medium dose, or dose not computable."""
+    steroids = systemic_steroids(facts)
+    if not steroids:
+        return None
+    all_doses = steroid_doses(facts, steroids)
+    current = tuple(d for d in all_doses if d.medication.current)
+    pulse = recent_pulse(facts, settings, all_doses)
+    counted = tuple(d for d in current if counts_toward_prednisone(d.dose))
+    not_computable = tuple(
+        d for d in current if not d.dose.computable and has_prednisone_equivalent(d.medication)
+    )
+    total = sum(float(d.dose.pred_eq_per_day) for d in counted)
+    data: dict[str, Any] = {
+        "current": current,
+        "counted": counted,
+        "not_computable": not_computable,
+        "total": total,
+        "pulse": pulse,
+        "neuroactive": current_medications(facts, VS.ANTICONVULSANTS),
+        "ck": latest_final(facts, "ck", settings.lab_window_days),
+    }
+    if pulse is not None:
+        return Finding("steroid", STEROID_REVIEW, WARNING, "pulse", data)
+    if not current:
+        return None
+    if total > settings.steroid_very_high_above_mg:
+        return Finding("steroid", STEROID_REVIEW, WARNING, "very-high", data)
+    if total > settings.steroid_high_above_mg:
+        return Finding("steroid", STEROID_REVIEW, WARNING, "high", data)
+    if total > settings.steroid_low_max_mg:
+        return Finding("steroid", STEROID_REVIEW, INFO, "medium", data)
+    if not_computable:
+        return Finding("steroid", STEROID_REVIEW, INFO, "not-computable", data)
+    if total > settings.steroid_target_mg and settings.steroid_card_above_target:
+        return Finding("steroid", STEROID_REVIEW, INFO, "above-target", data)
+    return None
+
+
+def neuroactive_rule(facts: PatientFacts, settings: Settings, steroid: Finding | None) -> Finding | None:
+    """5.3 last row: a current anticonvulsant / gabapentinoid. Folded into the steroid card when there
+    is one; a stand-alone info card otherwise."""
+    drugs = current_medications(facts, VS.ANTICONVULSANTS)
+    if not drugs or steroid is not None:
+        return None
+    return Finding("neuroactive", NEUROACTIVE_REVIEW, INFO, "neuroactive", {"drugs": drugs})
+
+
+# ---------------------------------------------------------------------------------------- red flags
+
+RED_FLAG_KINDS = (VS.DYSPHAGIA, VS.DYSPNEA, VS.MUSCLE_WEAKNESS, VS.LOSS_OF_SENSATION)
+
+
+def red_flag_rule(facts: PatientFacts, settings: Settings) -> Finding | None:
+    """5.4 Red flags with fasciculation: urgent evaluation."""
+    days = settings.red_flag_days
+    flags = {kind: recent_symptoms(facts, kind, days, days) for kind in RED_FLAG_KINDS}
+    flags = {k: v for k, v in flags.items() if v}
+    if not flags:
+        return None
+    bulbar = VS.DYSPHAGIA in flags or VS.DYSPNEA in flags
+    data = {
+        "flags": flags,
+        "ck": latest_final(facts, "ck", settings.lab_window_days),
+        "potassium": latest_final(facts, "potassium", settings.lab_window_days),
+    }
+    if VS.DYSPNEA in flags:
+        variant = "respiratory"
+    elif bulbar:
+        variant = "bulbar"
+    else:
+        variant = "weakness-sensory"
+    return Finding("red-flag", RED_FLAG_URGENT, CRITICAL, variant, data)
+
+
+# ------------------------------------------------------------------------------------------ NCS/EMG
+
+
+def prior_ncs_emg(facts: PatientFacts, settings: Settings) -> tuple[OrderFact, ...]:
+    """NCS/EMG done, ordered or being ordered within the look-back (or in this session's draftOrders)."""
+    return tuple(
+        o
+        for o in facts.orders_of("ncs-emg")
+        if o.from_draft_orders
+        or (o.when is None and o.resource_type == "ServiceRequest")
+        or within_days(o.when, facts.now, settings.ncs_lookback_days)
+    )
+
+
+def ncs_emg_rule(facts: PatientFacts, settings: Settings) -> Finding | None:
+    """5.5 Nerve conduction studies / EMG."""
+    sensory = symptom_window(facts, settings, VS.SENSORY_SYMPTOMS) + symptom_window(
+        facts, settings, VS.LOSS_OF_SENSATION
+    )
+    neuropathy = tuple(
+        c
+        for c in facts.conditions_in(VS.PERIPHERAL_NEUROPATHY)
+        if c.is_active and c.verification_status not in {"refuted", "entered-in-error"}
+    )
+    weakness = symptom_window(facts, settings, VS.MUSCLE_WEAKNESS)
+    ck = latest_final(facts, "ck", settings.lab_window_days)
+    ck_normal = ck is not None and ck.canonical is not None and ck.canonical <= ck_uln(ck, facts, settings)[0]
+    if not (sensory or neuropathy or (weakness and ck_normal)):
+        return None
+    prior = prior_ncs_emg(facts, settings)
+    if prior:
+        return None
+    data = {"sensory": sensory, "neuropathy": neuropathy, "weakness": weakness, "ck": ck}
+    variant = "ncs-sensory" if (sensory or neuropathy) else "emg-weakness"
+    return Finding("ncs-emg", NCS_EMG, INFO, variant, data, ("ncs-emg",))
+
+
+# ------------------------------------------------------------------------------------------ running
+
+#: rule id -> function, in the order they are evaluated (the steroid rule feeds the neuroactive rule)
+RULES: dict[str, Callable[..., Finding | None]] = {
+    "red-flag": red_flag_rule,
+    "ck": ck_rule,
+    "electrolytes": electrolyte_rule,
+    "steroid": steroid_rule,
+    "neuroactive": neuroactive_rule,
+    "ncs-emg": ncs_emg_rule,
+}
+
+
+def evaluate(facts: PatientFacts, settings: Settings) -> tuple[Gate, list[Finding]]:
+    """The gate and every finding for this patient (empty when the gate is closed)."""
+    gate = evaluate_gate(facts, settings)
+    if not gate.open:
+        return gate, []
+    steroid = steroid_rule(facts, settings)
+    results = [
+        red_flag_rule(facts, settings),
+        ck_rule(facts, settings),
+        electrolyte_rule(facts, settings),
+        steroid,
+        neuroactive_rule(facts, settings, steroid),
+        ncs_emg_rule(facts, settings),
+    ]
+    return gate, [r for r in results if r is not None]
