@@ -87,7 +87,8 @@ class ClientKeys:
         issued = int(now if now is not None else time.time())
         payload = {"iss": self.ISS, "aud": aud, "iat": issued, "exp": issued + 300, "jti": str(uuid.uuid4())}
         payload.update(claims)
-        return jwt.encode({"alg": "ES384", "typ": "JWT", "kid": "test-key-1"}, payload, self.key)
+        return jwt.encode({"alg": "ES384", "typ": "JWT", "kid": "test-key-1"}, payload, self.key,
+                          algorithms=["ES384"])
 
     def header(self, aud: str, **claims) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(aud, **claims)}"}

@@ -86,7 +86,7 @@ def test_sec_6_to_12_each_jwt_failure_is_401_without_detail(secure_app, client_k
         from joserfc import jwt
         from joserfc.jwk import ECKey
         other = ECKey.generate_key("P-384")
-        token = jwt.encode({"alg": "ES384", "typ": "JWT", "kid": "other"}, claims(), other)
+        token = jwt.encode({"alg": "ES384", "typ": "JWT", "kid": "other"}, claims(), other, algorithms=["ES384"])
     elif case == "wrong-aud":
         token = client_keys.token(BASE + "/cds-services/another-service")
     elif case == "expired":
