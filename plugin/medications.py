@@ -1,0 +1,513 @@
+"""Medication facts from raw FHIR: which ingredient and strength a MedicationRequest or
+MedicationStatement is about, whether it is current and systemic, and its daily corticosteroid dose in
+prednisone equivalents (CLINICAL-CONTENT sections 3 and 4).
+
+Real records carry product codes (RxNorm SCD/SBD/packs), not ingredients, so a product is identified
+(in this order) from the checked-in table ``data/rxnorm-products.json``, from the RxNorm SCD name
+grammar of a coding's display or the text ("prednisone 20 MG Oral Tablet", tall-man "predniSONE"
+included), or from an ingredient-level code. Nothing is downloaded.
+
+Dose arithmetic follows the CDC opioid MME pattern (OMTK): doses per day from ``timing`` times dose per
+administration from ``doseAndRate``, multiplied by one pinned equivalence table.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from . import terminology
+
+PRODUCT_TABLE = Path(__file__).resolve().parent / "data" / "rxnorm-products.json"
+
+#: mg of prednisone per mg of ingredient (oral/IV anti-inflammatory potency). One table, pinned.
+PREDNISONE_EQUIVALENCE: Mapping[str, float] = {
+    # Written as 5 mg prednisone / equivalent mg, so dexamethasone 6 mg is exactly 40 mg.
+    "prednisone": 1.0, "8640": 1.0,
+    "prednisolone": 1.0, "8638": 1.0,
+    "methylprednisolone": 5 / 4, "6902": 5 / 4,
+    "triamcinolone": 5 / 4, "10759": 5 / 4,
+    "hydrocortisone": 5 / 20, "5492": 5 / 20,
+    "cortisone": 5 / 25, "2878": 5 / 25,
+    "dexamethasone": 5 / 0.75, "3264": 5 / 0.75,
+    "betamethasone": 5 / 0.75, "1514": 5 / 0.75,
+    "deflazacort": 5 / 6, "22396": 5 / 6,
+    "meprednisone": 5 / 4, "29523": 5 / 4,
+    # Reported on cards but never added up: a mineralocorticoid, and a steroid with high first-pass.
+    "fludrocortisone": 0.0, "4452": 0.0,
+    "budesonide": 0.0, "19831": 0.0,
+}
+EQUIVALENCE_SOURCE = (
+    "5 mg prednisone = 5 mg prednisolone = 4 mg methylprednisolone or triamcinolone = 20 mg hydrocortisone = "
+    "25 mg cortisone = 0.75 mg dexamethasone or betamethasone = 6 mg deflazacort (BNF / gpnotebook "
+    "corticosteroid equivalence table; globalrph converter after Meikle & Tyler 1977). Oral/IV use only; "
+    "fludrocortisone and budesonide excluded."
+)
+
+_ROUTE_BY_SNOMED = {
+    "26643006": "systemic-oral", "47625008": "systemic-parenteral", "78421000": "systemic-parenteral",
+    "34206005": "systemic-parenteral", "6064005": "topical", "45890007": "topical", "54485002": "ophthalmic",
+    "447694001": "inhaled", "18679011000001101": "inhaled", "46713006": "nasal", "10547007": "otic",
+    "12130007": "depot", "37161004": "other",
+}
+# Dose-form words of RxNorm names -> route group. Order matters: the first match wins.
+_FORM_ROUTES = (
+    (re.compile(r"ophthalmic|eye", re.I), "ophthalmic"),
+    (re.compile(r"otic|ear\b", re.I), "otic"),
+    (re.compile(r"nasal", re.I), "nasal"),
+    (re.compile(r"inhal|actuat|nebuliz", re.I), "inhaled"),
+    (re.compile(r"topical|cream|ointment|lotion|gel\b|foam|shampoo|transdermal|paste|rectal|enema|"
+                r"suppositor", re.I), "topical"),
+    (re.compile(r"injectable suspension|intra-?articular|depot", re.I), "depot"),
+    (re.compile(r"inject|intravenous|infusion|prefilled syringe|cartridge", re.I), "systemic-parenteral"),
+    (re.compile(r"oral|tablet|capsule|elixir|syrup|solution|suspension|chewable|disintegrating", re.I),
+     "systemic-oral"),
+)
+# "prednisone 20 MG Oral Tablet", "methylprednisolone sodium succinate 1000 MG Injection",
+# "dexamethasone 1 MG/ML Ophthalmic Suspension", "{21 (predniSONE 5 MG Oral Tablet) } Pack"
+_SCD = re.compile(
+    r"(?P<ingredient>[A-Za-z][A-Za-z ,\-]*?)\s+(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>MG|MCG|G|UG|MEQ)"
+    r"(?:/(?P<per_value>\d+(?:\.\d+)?)?\s*(?P<per_unit>ML|ACTUAT))?\s+(?P<form>[A-Za-z][A-Za-z \-]*)", re.I)
+_SALT_WORDS = re.compile(r"\b(sodium|succinate|phosphate|acetate|hydrochloride|hcl|acetonide|"
+                         r"dipropionate|valerate|butyrate|hemisuccinate|tebutate|calcium|magnesium|"
+                         r"potassium|maleate)\b", re.I)
+_UNIT_TO_MG = {"mg": 1.0, "g": 1000.0, "ug": 0.001, "mcg": 0.001, "µg": 0.001, "ng": 1e-6}
+_COUNT_UNITS = {"", "1", "tab", "tabs", "tablet", "tablets", "{tbl}", "{tablet}", "{tablets}", "cap", "caps",
+                "capsule", "capsules", "{capsule}", "{caps}", "each", "ea", "{each}", "dose", "{dose}", "unit"}
+_GTS = {"QD": 1, "QOD": 0.5, "BID": 2, "TID": 3, "QID": 4, "AM": 1, "PM": 1, "QAM": 1, "QPM": 1, "QHS": 1,
+        "Q4H": 6, "Q6H": 4, "Q8H": 3, "Q12H": 2, "Q24H": 1, "WK": 1 / 7}
+_PERIOD_PER_DAY = {"s": 86400.0, "min": 1440.0, "h": 24.0, "d": 1.0, "wk": 1 / 7, "mo": 1 / 30, "a": 1 / 365}
+
+
+@dataclass(frozen=True)
+class Ingredient:
+    rxcui: str | None
+    name: str
+    strength_mg: float | None = None
+    per_unit: str | None = None  # "TABLET", "ML", "ACTUAT" ...
+
+
+@dataclass(frozen=True)
+class MedicationInfo:
+    display: str
+    ingredients: tuple[Ingredient, ...]
+    route_group: str = "unknown"
+    dose_form: str | None = None
+    product_rxcui: str | None = None
+    source: str = "unknown"  # table | name-grammar | ingredient-code | unknown
+
+
+@dataclass(frozen=True)
+class DoseResult:
+    computable: bool
+    mg_per_day: float | None = None
+    mg_per_administration: float | None = None
+    pred_eq_per_day: float | None = None
+    pred_eq_per_administration: float | None = None
+    arithmetic: str = ""
+    reason: str | None = None
+
+
+# --- identification ---------------------------------------------------------------------------------
+
+@functools.cache
+def _products() -> dict[str, dict[str, Any]]:
+    table = json.loads(PRODUCT_TABLE.read_text())
+    return {code: entry for code, entry in table.items() if not code.startswith("_")}
+
+
+@functools.cache
+def _ingredient_names() -> dict[str, str]:
+    """ingredient name (lower case) -> RxCUI, from the drug-class value sets' displays."""
+    names: dict[str, str] = {}
+    for document in terminology.all_valuesets().values():
+        for include in document.get("compose", {}).get("include", []):
+            if terminology.normalize_system(include.get("system")) != terminology.RXNORM:
+                continue
+            for concept in include.get("concept", []):
+                names[concept["display"].lower()] = concept["code"]
+    return names
+
+
+def _ingredient_by_name(text: str) -> tuple[str | None, str]:
+    name = _SALT_WORDS.sub(" ", text.lower())
+    name = re.sub(r"\s+", " ", name).strip(" ,-")
+    names = _ingredient_names()
+    if name in names:
+        return names[name], name
+    for known, rxcui in names.items():  # "hydrocortisone butyrate" -> hydrocortisone
+        if re.search(rf"\b{re.escape(known)}\b", name):
+            return rxcui, known
+    return None, name
+
+
+def route_of_form(form: str | None) -> str:
+    if form:
+        for pattern, group in _FORM_ROUTES:
+            if pattern.search(form):
+                return group
+    return "unknown"
+
+
+def parse_product_name(text: str) -> MedicationInfo | None:
+    """Ingredient, strength and dose form from an RxNorm SCD/SBD/pack name; ``None`` if it isn't one."""
+    match = _SCD.search(text or "")
+    if not match:
+        return None
+    rxcui, name = _ingredient_by_name(match["ingredient"])
+    value = float(match["value"]) * _UNIT_TO_MG.get(match["unit"].lower(), 1.0)
+    if match["unit"].upper() == "MEQ":
+        return None
+    form = re.sub(r"\s*\[.*$", "", match["form"]).strip()
+    form = re.sub(r"\)\s*\}?\s*pack$", "", form, flags=re.I).strip(" )}")
+    per_unit = (match["per_unit"] or "").upper() or ("TABLET" if re.search(r"tablet", form, re.I) else
+                                                     "CAPSULE" if re.search(r"capsule", form, re.I) else None)
+    strength = value / float(match["per_value"]) if match["per_value"] else value
+    return MedicationInfo(display=text.strip(), ingredients=(Ingredient(rxcui, name, strength, per_unit),),
+                          route_group=route_of_form(form), dose_form=form, source="name-grammar")
+
+
+def _from_table(code: str, display: str) -> MedicationInfo | None:
+    entry = _products().get(code)
+    if entry is None:
+        return None
+    ingredients = tuple(
+        Ingredient(i.get("rxcui"), i["name"], (i.get("strength") or {}).get("mg"),
+                   (i.get("strength") or {}).get("per")) for i in entry["ingredients"])
+    return MedicationInfo(display=display or entry["name"], ingredients=ingredients,
+                          route_group=entry.get("route_group", "unknown"), dose_form=entry.get("dose_form"),
+                          product_rxcui=code, source="table")
+
+
+def _concept_info(concept: Any) -> MedicationInfo | None:
+    if not isinstance(concept, dict):
+        return None
+    codings = concept.get("coding")
+    codings = [codings] if isinstance(codings, dict) else codings if isinstance(codings, list) else []
+    text = concept.get("text") if isinstance(concept.get("text"), str) else ""
+    rx = [c for c in codings if isinstance(c, dict)
+          and terminology.normalize_system(c.get("system")) == terminology.RXNORM]
+    for coding in rx:
+        code = terminology.normalize_code(terminology.RXNORM, coding.get("code"))
+        info = _from_table(code, coding.get("display") or text) if code else None
+        if info:
+            return info
+    for candidate in [c.get("display") for c in codings if isinstance(c, dict)] + [text]:
+        if isinstance(candidate, str):
+            info = parse_product_name(candidate)
+            if info:
+                code = next((c.get("code") for c in rx if c.get("display") == candidate), None)
+                return MedicationInfo(info.display, info.ingredients, info.route_group, info.dose_form,
+                                      code, info.source)
+    for coding in rx:  # an ingredient-level code (IN) with no strength
+        code = terminology.normalize_code(terminology.RXNORM, coding.get("code"))
+        for name, rxcui in _ingredient_names().items():
+            if rxcui == code:
+                display = coding.get("display") or text or name
+                return MedicationInfo(display=display, ingredients=(Ingredient(rxcui, name),),
+                                      product_rxcui=code, source="ingredient-code")
+    if text or codings:
+        display = text or next((c.get("display") for c in codings if isinstance(c, dict) and c.get("display")), "")
+        rxcui, name = _ingredient_by_name(display) if display else (None, "")
+        if rxcui:
+            return MedicationInfo(display=display, ingredients=(Ingredient(rxcui, name),), source="name-grammar")
+    return None
+
+
+def _dosage_list(resource: Mapping[str, Any]) -> list[dict[str, Any]]:
+    raw = resource.get("dosageInstruction", resource.get("dosage"))
+    if isinstance(raw, dict):
+        return [raw]
+    return [d for d in raw if isinstance(d, dict)] if isinstance(raw, list) else []
+
+
+def _route_from_dosages(resource: Mapping[str, Any]) -> str:
+    for dosage in _dosage_list(resource):
+        route = dosage.get("route")
+        if not isinstance(route, dict):
+            continue
+        codings = route.get("coding")
+        for coding in [codings] if isinstance(codings, dict) else codings or []:
+            if isinstance(coding, dict) and str(coding.get("code", "")).strip() in _ROUTE_BY_SNOMED:
+                return _ROUTE_BY_SNOMED[str(coding["code"]).strip()]
+        group = route_of_form(route.get("text") or "")
+        if group != "unknown":
+            return group
+    return "unknown"
+
+
+def identify_medication(resource: Mapping[str, Any],
+                        resolve_reference: Callable[[str], dict | None] = lambda ref: None) -> MedicationInfo | None:
+    """What a MedicationRequest/MedicationStatement (raw JSON) is about, or ``None`` if unknown."""
+    info = _concept_info(resource.get("medicationCodeableConcept"))
+    if info is None:
+        reference = resource.get("medicationReference")
+        ref = reference.get("reference") if isinstance(reference, dict) else None
+        medication = None
+        if isinstance(ref, str) and ref.startswith("#"):
+            medication = next((c for c in resource.get("contained") or [] if isinstance(c, dict)
+                               and c.get("id") == ref[1:]), None)
+        elif isinstance(ref, str):
+            medication = resolve_reference(ref)
+        if isinstance(medication, dict):
+            info = _concept_info(medication.get("code"))
+            if info is None:
+                for item in medication.get("ingredient") or []:
+                    if isinstance(item, dict):
+                        info = _concept_info(item.get("itemCodeableConcept"))
+                        if info:
+                            break
+        if info is None and isinstance(reference, dict) and isinstance(reference.get("display"), str):
+            info = _concept_info({"text": reference["display"]})
+    if info is None:
+        return None
+    if info.route_group == "unknown" or info.source == "ingredient-code":
+        route = _route_from_dosages(resource)
+        if route != "unknown":
+            info = MedicationInfo(info.display, info.ingredients, route, info.dose_form, info.product_rxcui,
+                                  info.source)
+    return info
+
+
+def has_ingredient_in(info: MedicationInfo, valueset_name: str) -> bool:
+    """Does any ingredient of ``info`` belong to the drug-class ValueSet ``valueset_name``?"""
+    for ingredient in info.ingredients:
+        if ingredient.rxcui and terminology.in_valueset(valueset_name, terminology.RXNORM, ingredient.rxcui):
+            return True
+        rxcui = _ingredient_names().get(ingredient.name.lower())
+        if rxcui and terminology.in_valueset(valueset_name, terminology.RXNORM, rxcui):
+            return True
+    return False
+
+
+def is_systemic(info: MedicationInfo) -> bool:
+    """Oral or parenteral (depot injections are systemic too, but carry no daily dose). A medication of
+    unknown route counts as systemic: missing a steroid is worse than one extra review card."""
+    return info.route_group.startswith("systemic") or info.route_group in ("depot", "unknown")
+
+
+# --- currency ------------------------------------------------------------------------------------------
+
+def _instant(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip().replace("Z", "+00:00")
+    try:
+        if len(text) == 4:
+            return datetime(int(text), 12, 31, 23, 59, tzinfo=UTC)
+        if len(text) == 7:
+            year, month = map(int, text.split("-"))
+            return datetime(year, month, 28, 23, 59, tzinfo=UTC)
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), datetime.max.time(), tzinfo=UTC)
+        parsed = datetime.fromisoformat(text)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+_CURRENT_REQUEST = {"active", "on-hold"}
+_ORDER_INTENTS = {"order", "plan", "original-order", "instance-order", "reflex-order", "filler-order"}
+_CURRENT_STATEMENT = {"active", "intended", "on-hold"}
+
+
+def is_current(resource: Mapping[str, Any], now: datetime, include_draft: bool = False) -> bool:
+    """CLINICAL-CONTENT 4.3: is this medication being taken (or about to be, for a draft order)?"""
+    kind = resource.get("resourceType")
+    status = resource.get("status")
+    if kind in ("MedicationRequest", "MedicationOrder"):
+        allowed = _CURRENT_REQUEST | ({"draft"} if include_draft else set())
+        if status not in allowed:
+            return False
+        intent = resource.get("intent")
+        if intent is not None and intent not in _ORDER_INTENTS and not include_draft:
+            return False
+        validity = (resource.get("dispenseRequest") or {}).get("validityPeriod") or {}
+        end = _instant(validity.get("end")) if isinstance(validity, dict) else None
+    elif kind == "MedicationStatement":
+        if status not in _CURRENT_STATEMENT:
+            return False
+        period = resource.get("effectivePeriod") or {}
+        end = _instant(period.get("end")) if isinstance(period, dict) else None
+    else:
+        return False
+    return end is None or end >= now
+
+
+# --- dose arithmetic -----------------------------------------------------------------------------------
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _doses_per_day(timing: Any) -> tuple[float | None, str]:
+    if not isinstance(timing, dict):
+        return None, "no timing"
+    repeat = timing.get("repeat") if isinstance(timing.get("repeat"), dict) else {}
+    frequency = _number(repeat.get("frequencyMax")) or _number(repeat.get("frequency"))
+    period = _number(repeat.get("periodMax")) or _number(repeat.get("period"))
+    unit = repeat.get("periodUnit")
+    if frequency is None:
+        listed = repeat.get("timeOfDay") or repeat.get("when")
+        if isinstance(listed, list) and listed:
+            return float(len(listed)), f"{len(listed)}/day"
+    if frequency is not None and period and unit in _PERIOD_PER_DAY:
+        per_day = frequency * _PERIOD_PER_DAY[unit] / period
+        return per_day, _describe_rate(frequency, period, unit, per_day)
+    if frequency is not None and period is None and unit is None:
+        return frequency, f"{_fmt(frequency)}/day"
+    code = timing.get("code")
+    if isinstance(code, dict):
+        codings = code.get("coding")
+        codings = [codings] if isinstance(codings, dict) else codings or []
+        for value in [c.get("code") for c in codings if isinstance(c, dict)] + [code.get("text")]:
+            if isinstance(value, str) and value.strip().upper() in _GTS:
+                per_day = _GTS[value.strip().upper()]
+                return per_day, f"{value.strip().upper()} ({_fmt(per_day)}/day)"
+    return None, "frequency not stated"
+
+
+def _describe_rate(frequency: float, period: float, unit: str, per_day: float) -> str:
+    if unit == "d" and period == 1:
+        return f"{_fmt(frequency)}/day"
+    return f"{_fmt(frequency)} every {_fmt(period)} {unit} ({_fmt(per_day)}/day)"
+
+
+def _dose_quantity(dosage: Mapping[str, Any]) -> Any:
+    rates = dosage.get("doseAndRate")
+    rates = [rates] if isinstance(rates, dict) else rates if isinstance(rates, list) else []
+    for rate in rates:
+        if not isinstance(rate, dict):
+            continue
+        if isinstance(rate.get("doseQuantity"), dict):
+            return rate["doseQuantity"]
+        if isinstance(rate.get("doseRange"), dict):
+            return (rate["doseRange"].get("high") or rate["doseRange"].get("low"))  # OMTK: the high end
+    return None
+
+
+def _mg_per_administration(quantity: Any, info: MedicationInfo) -> tuple[float | None, str]:
+    if not isinstance(quantity, dict):
+        return None, "no dose quantity"
+    value = _number(quantity.get("value"))
+    if value is None:
+        return None, "no dose value"
+    unit = str(quantity.get("code") or quantity.get("unit") or "").strip()
+    key = unit.lower()
+    if key in _UNIT_TO_MG:
+        mg = value * _UNIT_TO_MG[key]
+        return mg, f"{_fmt(mg)} mg"
+    strength = info.ingredients[0].strength_mg if info.ingredients else None
+    if strength is None:
+        return None, f"dose {_fmt(value)} {unit or '(no unit)'} but the product strength is unknown"
+    per = (info.ingredients[0].per_unit or "").upper()
+    if key in ("ml", "mL".lower()) and per == "ML":
+        mg = value * strength
+        return mg, f"{_fmt(value)} mL × {_fmt(strength)} mg/mL = {_fmt(mg)} mg"
+    if key in _COUNT_UNITS and per != "ML":
+        mg = value * strength
+        noun = (per or "unit").lower()
+        return mg, f"{_fmt(value)} {noun}{'s' if value != 1 else ''} × {_fmt(strength)} mg = {_fmt(mg)} mg"
+    return None, f"dose unit {unit!r} cannot be converted to mg"
+
+
+def _bounds(dosage: Mapping[str, Any]) -> tuple[datetime | None, datetime | None]:
+    repeat = ((dosage.get("timing") or {}).get("repeat") or {}) if isinstance(dosage.get("timing"), dict) else {}
+    period = repeat.get("boundsPeriod") if isinstance(repeat, dict) else None
+    if not isinstance(period, dict):
+        return None, None
+    start = period.get("start")
+    return (_instant(start) if isinstance(start, str) and len(start) > 10 else
+            _instant(start[:10] + "T00:00:00+00:00") if isinstance(start, str) and len(start) == 10 else None,
+            _instant(period.get("end")))
+
+
+def _active_lines(dosages: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    """Taper: the lines whose bounds contain ``now``; else the lines without bounds; else the first."""
+    bounded = [d for d in dosages if _bounds(d) != (None, None)]
+    if not bounded:
+        return dosages
+    current = [d for d in bounded if (_bounds(d)[0] is None or _bounds(d)[0] <= now)
+               and (_bounds(d)[1] is None or now <= _bounds(d)[1])]
+    unbounded = [d for d in dosages if _bounds(d) == (None, None)]
+    if current or unbounded:
+        return current + unbounded
+    ordered = sorted(dosages, key=lambda d: _number(d.get("sequence")) or 0)
+    return ordered[:1]
+
+
+def steroid_daily_dose(dosages: Iterable[dict] | dict | None, info: MedicationInfo, now: datetime) -> DoseResult:
+    """Daily dose and prednisone equivalent of one corticosteroid (CLINICAL-CONTENT 4.3), with the
+    arithmetic written out for the card detail."""
+    name = info.ingredients[0].name if info.ingredients else info.display
+    factor = next((PREDNISONE_EQUIVALENCE[k] for k in
+                   [i.rxcui for i in info.ingredients] + [i.name.lower() for i in info.ingredients]
+                   if k in PREDNISONE_EQUIVALENCE), None)
+    if info.route_group == "depot":
+        return DoseResult(False, reason="depot injection: no daily dose")
+    lines = [dosages] if isinstance(dosages, dict) else [d for d in dosages or [] if isinstance(d, dict)]
+    if not lines:
+        return DoseResult(False, reason="no dosage instructions")
+    total = 0.0
+    largest = 0.0
+    steps: list[str] = []
+    for dosage in _active_lines(lines, now):
+        quantity = _dose_quantity(dosage)
+        per_day, rate = _doses_per_day(dosage.get("timing"))
+        as_needed = dosage.get("asNeededBoolean") is True or isinstance(dosage.get("asNeededCodeableConcept"), dict)
+        if as_needed:
+            maximum = dosage.get("maxDosePerPeriod")
+            if isinstance(maximum, dict) and isinstance(maximum.get("numerator"), dict):
+                quantity = maximum["numerator"]
+                denominator = maximum.get("denominator") or {}
+                days = (_number(denominator.get("value")) or 1) / _PERIOD_PER_DAY.get(
+                    denominator.get("code") or denominator.get("unit") or "d", 1.0)
+                per_day, rate = 1 / days, "maximum per period"
+            else:
+                return DoseResult(False, reason="as-needed dosing without a maximum")
+        mg, dose_text = _mg_per_administration(quantity, info)
+        if mg is None:
+            text = dosage.get("text")
+            return DoseResult(False, reason=dose_text + (" (free-text dosage only)" if text and quantity is None
+                                                         else ""))
+        if per_day is None:
+            bounds = ((dosage.get("timing") or {}).get("repeat") or {}) if isinstance(dosage.get("timing"),
+                                                                                       dict) else {}
+            if isinstance(bounds, dict) and (bounds.get("boundsDuration") or bounds.get("count")):
+                per_day, rate = 1.0, "once daily (course)"  # "1 g IV daily x 3 days" often omits frequency
+            else:
+                return DoseResult(False, reason="frequency not stated")
+        total += mg * per_day
+        largest = max(largest, mg)
+        steps.append(f"{dose_text} × {rate}")
+    arithmetic = f"{name}: " + " + ".join(steps) + f" = {_fmt(total)} mg/day"
+    if factor is None:
+        return DoseResult(True, total, largest, None, None, arithmetic, reason="no prednisone equivalence")
+    pred_day, pred_admin = total * factor, largest * factor
+    if factor != 1.0:
+        arithmetic += f"; × {_fmt(factor)} = {_fmt(pred_day)} mg prednisone-equivalent/day"
+    else:
+        arithmetic += " prednisone-equivalent"
+    return DoseResult(True, total, largest, round(pred_day, 2), round(pred_admin, 2), arithmetic)
+
+
+def _fmt(value: float) -> str:
+    rounded = round(value, 2)
+    if rounded == int(rounded):
+        return f"{int(rounded):,}"
+    return f"{rounded:,.2f}".rstrip("0").rstrip(".")

@@ -1,0 +1,175 @@
+"""Code membership for the clinical rules: loads the FHIR ValueSets in ``plugin/valuesets/`` once,
+normalises codes the way real feeds need (CLINICAL-CONTENT section 0), and answers "is this coding in
+value set X" in constant time.
+
+Normalisation: trim whitespace (an HL7 example ships ``" 313822004"``); accept the OID aliases of
+SNOMED, ICD-10-CM, LOINC and RxNorm; upper-case ICD-10-CM and insert the dot after the third character
+(``M3214`` -> ``M32.14``); ignore ``display``. WHO ICD-10 (``http://hl7.org/fhir/sid/icd-10``) is a
+different code system; its three- and four-character codes mean the same as ICD-10-CM's where both exist
+(M32.1, M32.8, M32.9, R25.3, ...), so those are looked up as ICD-10-CM; five-character ICD-10-CM-only
+codes simply do not occur in WHO data.
+
+Prefix entries (an include carrying the ``code-prefix`` extension) match every code starting with the
+prefix, for ICD-10-CM families that were split over the years (M79.1 -> M79.10..M79.18).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+SNOMED = "http://snomed.info/sct"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+ICD10_WHO = "http://hl7.org/fhir/sid/icd-10"
+LOINC = "http://loinc.org"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+CPT = "http://www.ama-assn.org/go/cpt"
+
+PREFIX_EXTENSION = "https://lupus-cds.example.org/fhir/StructureDefinition/code-prefix"
+VALUESET_DIR = Path(__file__).resolve().parent / "valuesets"
+
+_ALIASES = {
+    "urn:oid:2.16.840.1.113883.6.96": SNOMED,
+    "http://snomed.info/sct/": SNOMED,
+    "urn:oid:2.16.840.1.113883.6.90": ICD10CM,
+    "urn:oid:2.16.840.1.113883.6.1": LOINC,
+    "urn:oid:2.16.840.1.113883.6.88": RXNORM,
+    "urn:oid:2.16.840.1.113883.6.12": CPT,
+    "http://www.ama-assn.org/go/cpt/": CPT,
+    "http://hl7.org/fhir/sid/icd-10-cm/": ICD10CM,
+    "http://loinc.org/": LOINC,
+    "http://www.nlm.nih.gov/research/umls/rxnorm/": RXNORM,
+}
+
+
+@functools.lru_cache(maxsize=256)
+def normalize_system(system: str | None) -> str | None:
+    """The canonical URI of ``system`` (OID aliases, trailing slash, whitespace), or ``None``."""
+    if not isinstance(system, str):
+        return None
+    system = system.strip()
+    if not system:
+        return None
+    if system.startswith("http://snomed.info/sct/"):  # edition/version URIs are still SNOMED CT
+        return SNOMED
+    system = _ALIASES.get(system, system)
+    if system == ICD10_WHO:
+        return ICD10CM  # see the module docstring
+    return system
+
+
+@functools.lru_cache(maxsize=65536)
+def normalize_code(system: str | None, code: str | None) -> str | None:
+    """``code`` trimmed; ICD-10-CM upper-cased with its dot after the third character."""
+    if not isinstance(code, str):
+        return None
+    code = code.strip()
+    if not code:
+        return None
+    if normalize_system(system) == ICD10CM:
+        code = code.upper().replace(" ", "")
+        if "." not in code and len(code) > 3:
+            code = f"{code[:3]}.{code[3:]}"
+    return code
+
+
+class _Compiled:
+    """One ValueSet, compiled for lookups."""
+
+    __slots__ = ("codes", "prefixes")
+
+    def __init__(self, document: dict[str, Any]):
+        codes: set[tuple[str, str]] = set()
+        prefixes: dict[str, list[str]] = {}
+        for include in document.get("compose", {}).get("include", []):
+            system = normalize_system(include.get("system"))
+            for extension in include.get("extension", []):
+                if extension.get("url") == PREFIX_EXTENSION:
+                    prefixes.setdefault(system, []).append(normalize_code(system, extension["valueString"]))
+            for concept in include.get("concept", []):
+                codes.add((system, normalize_code(system, concept["code"])))
+        self.codes = frozenset(codes)
+        self.prefixes = {system: tuple(p) for system, p in prefixes.items()}
+
+    def contains(self, system: str | None, code: str | None) -> bool:
+        if (system, code) in self.codes:
+            return True
+        prefixes = self.prefixes.get(system)
+        return bool(prefixes) and isinstance(code, str) and code.startswith(prefixes)
+
+
+@functools.cache
+def all_valuesets() -> dict[str, dict[str, Any]]:
+    """Every ValueSet document, by id (read once)."""
+    documents = {}
+    for path in sorted(VALUESET_DIR.glob("*.json")):
+        document = json.loads(path.read_text())
+        documents[document["id"]] = document
+    return documents
+
+
+@functools.cache
+def _compiled(name: str) -> _Compiled:
+    try:
+        return _Compiled(all_valuesets()[name])
+    except KeyError:
+        raise KeyError(f"no ValueSet {name!r} in {VALUESET_DIR}") from None
+
+
+def valueset(name: str) -> dict[str, Any]:
+    """The ValueSet document ``name`` (its id)."""
+    return all_valuesets()[name]
+
+
+def codes(name: str) -> frozenset[tuple[str, str]]:
+    """The enumerated ``(system, code)`` pairs of ``name`` (prefix entries are not enumerable)."""
+    return _compiled(name).codes
+
+
+def prefixes(name: str) -> dict[str, tuple[str, ...]]:
+    """system -> code prefixes of ``name``."""
+    return dict(_compiled(name).prefixes)
+
+
+def in_valueset(name: str, system: str | None, code: str | None) -> bool:
+    """Is ``system|code`` (raw, un-normalised) a member of ValueSet ``name``?"""
+    system = normalize_system(system)
+    return _compiled(name).contains(system, normalize_code(system, code))
+
+
+def _codings(concept: Any) -> Iterable[dict[str, Any]]:
+    """The codings of a raw CodeableConcept, tolerating a single Coding or junk."""
+    if isinstance(concept, list):  # an array of CodeableConcepts where one was expected
+        for item in concept:
+            yield from _codings(item)
+        return
+    if not isinstance(concept, dict):
+        return
+    codings = concept.get("coding")
+    if isinstance(codings, dict):
+        codings = [codings]
+    if isinstance(codings, list):
+        for coding in codings:
+            if isinstance(coding, dict):
+                yield coding
+    elif "code" in concept and "system" in concept:  # a bare Coding where a CodeableConcept belongs
+        yield concept
+
+
+def matching_coding(name: str, codeable_concept: Any) -> tuple[str, str, str | None] | None:
+    """``(system, code, display)`` of the first coding in ``name``, normalised, for card evidence."""
+    for coding in _codings(codeable_concept):
+        system = normalize_system(coding.get("system"))
+        code = normalize_code(system, coding.get("code"))
+        if code is not None and _compiled(name).contains(system, code):
+            display = coding.get("display")
+            return system, code, display if isinstance(display, str) else None
+    return None
+
+
+def concept_in(name: str, codeable_concept: Any) -> bool:
+    """Does any coding of a raw CodeableConcept belong to ValueSet ``name``?"""
+    return matching_coding(name, codeable_concept) is not None
