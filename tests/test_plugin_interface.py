@@ -18,8 +18,9 @@ CLINICAL_WORDS = ["lupus", "sle", "fasciculation", "twitch", "prednisone", "ster
 
 
 def test_protocol_layer_contains_no_clinical_word():
+    """cds_hooks/ may name the product (``lupus-cds``, its ``LUPUS_CDS_`` settings), nothing clinical."""
     for path in sorted((ROOT / "cds_hooks").rglob("*.py")):
-        text = path.read_text().lower()
+        text = re.sub(r"lupus[-_]cds", "product", path.read_text().lower())
         for word in CLINICAL_WORDS:
             assert not re.search(rf"\b{re.escape(word)}\b", text), f"{path.name} mentions {word!r}"
 
