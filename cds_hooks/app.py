@@ -14,7 +14,7 @@ from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from . import config as settings
-from . import cors
+from . import cors, logs, metrics
 from .errors import (
     CDSHooksError,
     InvalidRequest,
@@ -22,10 +22,12 @@ from .errors import (
     PayloadTooLarge,
     UnknownService,
 )
-from .fetch import Fetcher, NoFetcher
 from .feedback_store import FeedbackStore
+from .fetch import Fetcher, NoFetcher
+from .issued_cards import IssuedCardLog
 from .models import ServiceDefinition
 from .plugins import collect_services, plugin_manager
+from .redis_state import RedisState
 
 log = logging.getLogger("cds_hooks")
 
@@ -42,6 +44,10 @@ class CDSHooks:
     clock: Callable[[], datetime]
     plugin_manager: Any = None
     by_id: dict[str, dict[str, ServiceDefinition]] = field(default_factory=dict)
+    #: Redis-backed state shared by replicas (:mod:`cds_hooks.redis_state`), or None (in-memory)
+    shared_state: Any = None
+    #: records issued cards for feedback reports (:mod:`cds_hooks.issued_cards`)
+    issued_cards: Any = None
 
     def __post_init__(self) -> None:
         for (service_id, hook), service in self.services.items():
@@ -82,30 +88,40 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: Iterable[Any
     app.config.update(cfg)
     app.config["MAX_CONTENT_LENGTH"] = cfg["LUPUS_CDS_MAX_BODY_BYTES"]
     logging.getLogger("cds_hooks").setLevel(str(cfg["LUPUS_CDS_LOG_LEVEL"]).upper())
+    logs.configure(cfg["LUPUS_CDS_LOG_FORMAT"], str(cfg["LUPUS_CDS_LOG_LEVEL"]))
 
     pm = plugin_manager(plugins)
     read_only = MappingProxyType(cfg)
     services = collect_services(pm, read_only)
+    shared_state = RedisState.from_config(cfg)
     if authenticator is None:
         from .auth import ClientAuthenticator
 
-        authenticator = ClientAuthenticator.from_config(cfg)
+        # With Redis, replicas share one jti memory; without, the authenticator keeps its in-memory one.
+        shared = {"replay_store": shared_state.replay_store()} if shared_state else {}
+        authenticator = ClientAuthenticator.from_config(cfg, **shared)
     if fetcher is None:
         fetcher = _default_fetcher(cfg)
+    store = FeedbackStore(cfg["LUPUS_CDS_DATABASE_URL"])
     app.extensions["cds_hooks"] = CDSHooks(
         config=read_only, services=services, fetcher=fetcher, authenticator=authenticator,
-        feedback_store=FeedbackStore(cfg["LUPUS_CDS_DATABASE_URL"]), clock=clock or _utc_now,
-        plugin_manager=pm)
+        feedback_store=store, clock=clock or _utc_now, plugin_manager=pm, shared_state=shared_state,
+        issued_cards=IssuedCardLog(store, cfg["LUPUS_CDS_ISSUED_CARDS_QUEUE"]))
 
     if cfg["LUPUS_CDS_ALLOW_UNSIGNED"]:
         log.warning("LUPUS_CDS_ALLOW_UNSIGNED is on: hook calls are accepted WITHOUT a client JWT. "
                     "Use this only in a sandbox with synthetic data.")
 
-    from . import discovery, feedback, services as service_endpoints
+    from . import discovery, feedback, health, wellknown
+    from . import services as service_endpoints
 
+    logs.init_app(app)
+    metrics.init_app(app, expose=cfg["LUPUS_CDS_METRICS"])
+    app.register_blueprint(health.bp)
     app.register_blueprint(discovery.bp)
     app.register_blueprint(service_endpoints.bp)
     app.register_blueprint(feedback.bp)
+    app.register_blueprint(wellknown.bp)
     cors.init_app(app)
     app.register_error_handler(Exception, handle_error)
     return app
@@ -142,6 +158,7 @@ def handle_error(error: Exception) -> Response:
     if isinstance(error, CDSHooksError):
         if error.status_code == 401:
             log.info("rejected client JWT: %s", getattr(error, "reason", "unauthorized"))
+            metrics.jwt_rejected(getattr(error, "reason", "unauthorized"))
         return json_response(error.operation_outcome(), error.status_code, error.headers())
     return _internal_error(error)
 

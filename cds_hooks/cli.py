@@ -13,6 +13,7 @@ import click
 from .app import create_app
 from .cards import response_problems
 from .plugins import plugin_manager
+from .report import feedback_report
 
 INDICATOR_MARK = {"critical": "!!", "warning": "! ", "info": "i "}
 
@@ -32,6 +33,9 @@ def serve(host: str, port: int, workers: int | None) -> None:
     from .server import run_gunicorn
 
     run_gunicorn(host=host, port=port, workers=workers)
+
+
+cli.add_command(feedback_report)
 
 
 def _pick_service_id(app: Any, hook: Any, wanted: str | None) -> str:
@@ -62,7 +66,8 @@ def evaluate(request_file: Any, service_id: str | None, as_json: bool, now: str 
     if now:
         instant = datetime.fromisoformat(now.replace("Z", "+00:00"))
         clock = lambda: instant  # noqa: E731
-    app = create_app({"LUPUS_CDS_ALLOW_UNSIGNED": True, "LUPUS_CDS_DATABASE_URL": "sqlite://"}, clock=clock)
+    app = create_app({"LUPUS_CDS_ALLOW_UNSIGNED": True, "LUPUS_CDS_DATABASE_URL": "sqlite://",
+                      "LUPUS_CDS_LOG_FORMAT": "text"}, clock=clock)  # a person reads this stderr
     target = _pick_service_id(app, body.get("hook") if isinstance(body, dict) else None, service_id)
     response = app.test_client().post(f"/cds-services/{target}", data=raw,
                                       headers={"Content-Type": "application/json"})

@@ -45,6 +45,51 @@ SETTINGS: dict[str, tuple[Any, str]] = {
         False, "`1` requires a client JWT on `GET /cds-services` too (it lists no patient data, so it is "
         "open by default)."),
     "LUPUS_CDS_LOG_LEVEL": ("INFO", "Python logging level."),
+    "LUPUS_CDS_LOG_FORMAT": (
+        "json", "`json`: one JSON object per log line with `request_id` and `hook_instance`; `text`: the "
+        "same as plain lines; `none`: leave logging set-up to the host application. Logs never hold tokens, "
+        "patient ids or resource content."),
+    "LUPUS_CDS_REDIS_URL": (
+        None, "Redis URL (`redis://` or `rediss://`, with password) for state shared by replicas: the "
+        "client-JWT replay store (`jti`) and the backend-services token cache. Unset: in-memory, correct "
+        "for ONE process only. When set and Redis is unreachable, client JWTs are refused (fail closed)."),
+    "LUPUS_CDS_REDIS_PREFIX": (
+        "cds-hooks:", "Prefix of every Redis key (to share one Redis between services)."),
+    "LUPUS_CDS_REDIS_TIMEOUT": (0.5, "Redis connect and read timeout, in seconds."),
+    "LUPUS_CDS_METRICS": (True, "`0` turns off the Prometheus endpoint `GET /metrics`."),
+    "LUPUS_CDS_ISSUED_CARDS_QUEUE": (
+        10000, "Bound of the in-process queue of issued-card records (for `feedback-report`); when full, "
+        "records are dropped and counted in `cds_issued_cards_dropped_total`. `0` records nothing."),
+    "LUPUS_CDS_FHIR_BUDGET": (
+        3.0, "Seconds for ALL FHIR fetching of one hook call (token requests included). Keys not obtained "
+        "by then count as missing: 412 when required, else cards stating the gap."),
+    "LUPUS_CDS_FHIR_TIMEOUT": (
+        2.0, "Connect and per-read timeout of one FHIR or token request, in seconds (also capped by the "
+        "time left of `LUPUS_CDS_FHIR_BUDGET`)."),
+    "LUPUS_CDS_FHIR_MAX_PAGES": (
+        10, "Pages read per prefetch key when following `next` links (the first page included); beyond "
+        "that the key is used as incomplete, with the gap stated."),
+    "LUPUS_CDS_FHIR_MAX_RESPONSE_BYTES": (
+        10 * 1024 * 1024, "Largest FHIR response body accepted, in bytes; a larger one counts as a failure."),
+    "LUPUS_CDS_FHIR_CONCURRENCY": (
+        8, "FHIR requests in flight at once per process (the queries of one hook call run concurrently)."),
+    "LUPUS_CDS_SANDBOX_FHIR_SERVERS": (
+        "", "Comma-separated FHIR base URLs the service may call in unsigned sandbox mode "
+        "(`LUPUS_CDS_ALLOW_UNSIGNED`), with the request's `fhirAuthorization` or anonymously. Ignored "
+        "otherwise: then only a client's `fhir_servers` and `LUPUS_CDS_SMART_CLIENTS` servers are called."),
+    "LUPUS_CDS_SMART_CLIENTS": (
+        None, "Path of the SMART Backend Services JSON file (`servers`: `fhir_server`, `client_id`, "
+        "`private_key` PEM path, `kid`, `alg`, `scope`, optional `token_endpoint`): the service's own "
+        "registrations, used when the EHR sends no `fhirAuthorization`. Public keys are served at "
+        "`/.well-known/jwks.json`. See deploy/SMART.md."),
+    "LUPUS_CDS_SMART_TOKEN_REFRESH_MARGIN": (
+        60, "A cached backend-services access token is replaced this many seconds (at most half its "
+        "lifetime) before it expires."),
+    "LUPUS_CDS_WORKERS": (
+        None, "gunicorn worker processes for `serve` (default: 2 x CPUs + 1, at most 8; `--workers` wins)."),
+    "LUPUS_CDS_THREADS": (4, "Threads per gunicorn worker for `serve`."),
+    "LUPUS_CDS_GUNICORN_CONF": (
+        None, "gunicorn config file for `serve` (default: `deploy/gunicorn.conf.py`)."),
 }
 
 
@@ -70,6 +115,9 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
         config.update(overrides)
     config["LUPUS_CDS_ALLOW_UNSIGNED"] = parse_bool(config["LUPUS_CDS_ALLOW_UNSIGNED"])
     config["LUPUS_CDS_DISCOVERY_REQUIRES_AUTH"] = parse_bool(config["LUPUS_CDS_DISCOVERY_REQUIRES_AUTH"])
+    config["LUPUS_CDS_METRICS"] = parse_bool(config["LUPUS_CDS_METRICS"])
+    config["LUPUS_CDS_ISSUED_CARDS_QUEUE"] = parse_int(config["LUPUS_CDS_ISSUED_CARDS_QUEUE"],
+                                                       "LUPUS_CDS_ISSUED_CARDS_QUEUE")
     for name in ("LUPUS_CDS_JWT_MAX_LIFETIME", "LUPUS_CDS_JWT_LEEWAY", "LUPUS_CDS_MAX_BODY_BYTES"):
         config[name] = parse_int(config[name], name)
     if not config.get("LUPUS_CDS_DATABASE_URL"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
+from . import metrics
 from .app import json_response, state
 from .services import authenticate, find_service, read_json_body
 from .validation import validate_feedback
@@ -22,4 +23,8 @@ def post_feedback(service_id: str) -> Response:
     items = validate_feedback(read_json_body())
     cds.feedback_store.record(service_id, items, client_iss=getattr(client, "iss", None),
                               tenant=getattr(client, "tenant", None))
+    # After the durable write: metrics need the card's topic, known from the issued-cards record.
+    topics = cds.issued_cards.topics_of(service_id, [item["card"] for item in items])
+    for item in items:
+        metrics.feedback_received(service_id, item["outcome"], topics.get(item["card"]))
     return json_response({})

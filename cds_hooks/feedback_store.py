@@ -4,6 +4,11 @@ SQLite by default (WAL journal, so readers never block the writer), PostgreSQL o
 ``LUPUS_CDS_DATABASE_URL``. A feedback item is identified by (service, card uuid, outcome, outcome
 timestamp, client): the same item posted twice is stored once (FB-5), and a write is committed before
 the endpoint answers 200.
+
+The schema is created and evolved by alembic revisions (:mod:`cds_hooks.migrations`), run when a store
+opens; :data:`metadata` mirrors the newest revision (a test checks they agree). ``issued_cards`` records
+which cards were shown, written in batches by :mod:`cds_hooks.issued_cards`, so that reports can join
+feedback to a card's topic.
 """
 
 from __future__ import annotations
@@ -38,6 +43,21 @@ feedback_table = sa.Table(
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("service_id", "card_uuid", "outcome", "outcome_timestamp", "client_iss",
                         name="uq_card_feedback_item"),
+    sa.Index("ix_card_feedback_card_uuid", "card_uuid"),
+)
+
+issued_cards_table = sa.Table(
+    "issued_cards",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("card_uuid", sa.String(200), nullable=False),
+    sa.Column("service_id", sa.String(200), nullable=False),
+    sa.Column("hook", sa.String(200), nullable=False),
+    sa.Column("topic_code", sa.String(200), nullable=False, server_default=""),  # '' when the card has none
+    sa.Column("indicator", sa.String(20), nullable=False),
+    sa.Column("issued_on", sa.Date, nullable=False),  # UTC day: enough for trends, less to identify a visit
+    sa.Index("ix_issued_cards_card_uuid", "card_uuid"),
+    sa.Index("ix_issued_cards_topic_day", "topic_code", "issued_on"),
 )
 
 
@@ -57,10 +77,19 @@ class FeedbackStore:
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite" and parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(url, pool_pre_ping=True)
+        options: dict[str, Any] = {"pool_pre_ping": True}
+        if self.dialect == "sqlite" and parsed.database in (None, "", ":memory:"):
+            # One shared connection: otherwise each thread (the issued-cards writer) sees its own empty DB.
+            options.update(poolclass=sa.pool.StaticPool, connect_args={"check_same_thread": False})
+        elif self.dialect == "postgresql" and parsed.get_driver_name() in ("psycopg", "psycopg2"):
+            # An unreachable database must fail a request (and /readyz) fast, not hang a worker thread.
+            options["connect_args"] = {"connect_timeout": 5}
+        self.engine = sa.create_engine(url, **options)
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        metadata.create_all(self.engine)
+        from .migrations import upgrade
+
+        upgrade(self.engine)
 
     def record(self, service_id: str, items: Iterable[Mapping[str, Any]], client_iss: str | None = None,
                tenant: str | None = None) -> int:
@@ -75,8 +104,8 @@ class FeedbackStore:
         with self.engine.begin() as connection:
             statement = self._insert_ignoring_duplicates()
             if statement is not None:
-                result = connection.execute(statement, rows)
-                return max(result.rowcount or 0, 0)
+                # RETURNING, not rowcount: executemany drivers (psycopg) do not report a usable rowcount.
+                return len(connection.execute(statement.returning(feedback_table.c.id), rows).all())
             new = 0
             for row in rows:  # engines without ON CONFLICT: one savepoint per row
                 try:
@@ -116,6 +145,23 @@ class FeedbackStore:
             "user_comment": reason.get("userComment"),
             "received_at": now,
         }
+
+    def record_issued(self, rows: list[Mapping[str, Any]]) -> None:
+        """Store a batch of issued-card rows (``issued_cards`` columns except ``id``) in one transaction."""
+        if rows:
+            with self.engine.begin() as connection:
+                connection.execute(issued_cards_table.insert(), list(rows))
+
+    def topics_of(self, service_id: str, card_uuids: Iterable[str]) -> dict[str, str]:
+        """card uuid -> topic code, for cards of ``service_id`` recorded as issued."""
+        uuids = sorted(set(card_uuids))
+        if not uuids:
+            return {}
+        table = issued_cards_table
+        with self.engine.connect() as connection:
+            rows = connection.execute(sa.select(table.c.card_uuid, table.c.topic_code).distinct().where(
+                table.c.service_id == service_id, table.c.card_uuid.in_(uuids)))
+            return {row.card_uuid: row.topic_code for row in rows}
 
     def all(self) -> list[dict[str, Any]]:
         with self.engine.connect() as connection:

@@ -10,12 +10,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gunicorn.app.base import BaseApplication
+from gunicorn.app.base import Application
 
 DEFAULT_CONF = Path(__file__).resolve().parent.parent / "deploy" / "gunicorn.conf.py"
 
 
-class _Server(BaseApplication):
+class _Server(Application):  # Application: it can read a config file
     def __init__(self, options: dict[str, Any], conf_file: Path | None):
         self.options = options
         self.conf_file = conf_file

@@ -8,12 +8,13 @@ import logging
 from types import MappingProxyType
 from typing import Any
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, g, request
 
 from .app import CDSHooks, json_response, state
 from .cards import prune
 from .errors import InvalidRequest, PreconditionFailed, UnknownService
 from .fetch import FetchRequest
+from .logs import set_hook_instance
 from .models import HookRequest, PrefetchStatus, PrefetchView, ServiceDefinition
 from .prefetch import classify, merge_fetched
 from .validation import parse_json_object, validate_hook_request
@@ -60,7 +61,11 @@ def call_service(service_id: str) -> Response:
         validate_hook_request(body, next(iter(by_hook)))
         raise InvalidRequest(f"service {service_id!r} does not handle hook {hook!r}", expression=["hook"])
     validate_hook_request(body, service.hook)
-    return json_response(run_service(cds, service, body, client))
+    g.cds_hook = service.hook  # metrics label
+    set_hook_instance(body["hookInstance"])  # log context
+    response = run_service(cds, service, body, client)
+    cds.issued_cards.issued(service.id, service.hook, response["cards"], cds.clock())  # queued, no I/O
+    return json_response(response)
 
 
 def run_service(cds: CDSHooks, service: ServiceDefinition, body: dict[str, Any], client: Any) -> dict[str, Any]:

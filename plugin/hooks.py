@@ -68,7 +68,8 @@ USAGE = (
 def _pairs(entries: Iterable[Any]) -> list[tuple[str, str]]:
     """(system, code) pairs from terminology.codes(), whatever shape its items have."""
     out = []
-    for item in entries:
+    # codes() is a set: sort so templates and order codes are the same in every process
+    for item in sorted(entries, key=repr):
         if isinstance(item, Mapping):
             system, code = item.get("system"), item.get("code")
         elif isinstance(item, (tuple, list)) and len(item) >= 2:
@@ -184,12 +185,17 @@ def cds_services(config: Mapping[str, Any]) -> list[ServiceDefinition]:
 
 @hookimpl
 def cds_cli_commands(cli: click.Group) -> None:
+    from .demo import demo_command
     from .rulebook import rules_command
+    from .sandbox import sandbox_command
 
     cli.add_command(rules_command)
+    cli.add_command(demo_command)
+    cli.add_command(sandbox_command)
 
 
 @hookimpl
 def cds_sample_request_dirs() -> list[str]:
+    # one folder per fixture patient, each holding that patient's requests (fixtures/README.md)
     folder = Path(__file__).resolve().parent.parent / "fixtures" / "requests"
-    return [str(folder)] if folder.is_dir() else []
+    return sorted(str(sub) for sub in folder.iterdir() if sub.is_dir()) if folder.is_dir() else []

@@ -73,7 +73,8 @@ _FORM_ROUTES = (
 # "dexamethasone 1 MG/ML Ophthalmic Suspension", "{21 (predniSONE 5 MG Oral Tablet) } Pack"
 _SCD = re.compile(
     r"(?P<ingredient>[A-Za-z][A-Za-z ,\-]*?)\s+(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>MG|MCG|G|UG|MEQ)"
-    r"(?:/(?P<per_value>\d+(?:\.\d+)?)?\s*(?P<per_unit>ML|ACTUAT))?\s+(?P<form>[A-Za-z][A-Za-z \-]*)", re.I)
+    r"(?:/(?P<per_value>\d+(?:\.\d+)?)?\s*(?P<per_unit>ML|ACTUAT))?\s+"
+    r"(?P<form>(?:\d+\s*HR\s+)?[A-Za-z][A-Za-z \-]*)", re.I)  # "24 HR Extended Release Oral Capsule"
 _SALT_WORDS = re.compile(r"\b(sodium|succinate|phosphate|acetate|hydrochloride|hcl|acetonide|"
                          r"dipropionate|valerate|butyrate|hemisuccinate|tebutate|calcium|magnesium|"
                          r"potassium|maleate)\b", re.I)
@@ -173,16 +174,48 @@ def parse_product_name(text: str) -> MedicationInfo | None:
                           route_group=route_of_form(form), dose_form=form, source="name-grammar")
 
 
+def _table_strength(strength: Any) -> tuple[float | None, str | None]:
+    """mg per unit and the unit ("TABLET", "ML") of a table strength ``{value, unit, per: {value, unit}}``."""
+    if not isinstance(strength, dict):
+        return None, None
+    if "mg" in strength:  # compact form {"mg": 20, "per": "TABLET"}
+        return _number(strength["mg"]), strength.get("per")
+    value = _number(strength.get("value"))
+    factor = _UNIT_TO_MG.get(str(strength.get("unit", "mg")).lower())
+    per = strength.get("per") if isinstance(strength.get("per"), dict) else {}
+    per_value = _number(per.get("value")) or 1.0
+    if value is None or factor is None:
+        return None, per.get("unit")
+    return value * factor / per_value, per.get("unit")
+
+
 def _from_table(code: str, display: str) -> MedicationInfo | None:
     entry = _products().get(code)
     if entry is None:
         return None
-    ingredients = tuple(
-        Ingredient(i.get("rxcui"), i["name"], (i.get("strength") or {}).get("mg"),
-                   (i.get("strength") or {}).get("per")) for i in entry["ingredients"])
+    ingredients = tuple(Ingredient(i.get("rxcui"), i["name"], *_table_strength(i.get("strength")))
+                        for i in entry["ingredients"])
     return MedicationInfo(display=display or entry["name"], ingredients=ingredients,
-                          route_group=entry.get("route_group", "unknown"), dose_form=entry.get("dose_form"),
+                          route_group=entry.get("route_group") or "unknown", dose_form=entry.get("dose_form"),
                           product_rxcui=code, source="table")
+
+
+def _named_ingredients(texts: Iterable[Any]) -> set[str]:
+    """RxCUIs of the ingredients the record's own words name (display, text), for cross-checking codes."""
+    found = set()
+    for text in texts:
+        if isinstance(text, str) and text.strip():
+            parsed = parse_product_name(text)
+            rxcui = parsed.ingredients[0].rxcui if parsed else _ingredient_by_name(text)[0]
+            if rxcui:
+                found.add(rxcui)
+    return found
+
+
+def _agrees(info: MedicationInfo, named: set[str]) -> bool:
+    """A table entry is trusted unless the record's words name a different ingredient: a wrong or
+    unverified number must not turn one drug into another."""
+    return not named or any(i.rxcui in named for i in info.ingredients)
 
 
 def _concept_info(concept: Any) -> MedicationInfo | None:
@@ -193,10 +226,11 @@ def _concept_info(concept: Any) -> MedicationInfo | None:
     text = concept.get("text") if isinstance(concept.get("text"), str) else ""
     rx = [c for c in codings if isinstance(c, dict)
           and terminology.normalize_system(c.get("system")) == terminology.RXNORM]
+    named = _named_ingredients([c.get("display") for c in codings if isinstance(c, dict)] + [text])
     for coding in rx:
         code = terminology.normalize_code(terminology.RXNORM, coding.get("code"))
         info = _from_table(code, coding.get("display") or text) if code else None
-        if info:
+        if info and _agrees(info, named):
             return info
     for candidate in [c.get("display") for c in codings if isinstance(c, dict)] + [text]:
         if isinstance(candidate, str):
@@ -242,6 +276,48 @@ def _route_from_dosages(resource: Mapping[str, Any]) -> str:
     return "unknown"
 
 
+def _ratio_strength(ratio: Any) -> tuple[float | None, str | None]:
+    """mg per unit of a Medication.ingredient.strength Ratio (``20 mg / 1 TAB``, ``40 mg / 1 mL``)."""
+    if not isinstance(ratio, dict):
+        return None, None
+    numerator = ratio.get("numerator") if isinstance(ratio.get("numerator"), dict) else {}
+    denominator = ratio.get("denominator") if isinstance(ratio.get("denominator"), dict) else {}
+    value = _number(numerator.get("value"))
+    factor = _UNIT_TO_MG.get(str(numerator.get("code") or numerator.get("unit") or "").strip().lower())
+    if value is None or factor is None:
+        return None, None
+    per_value = _number(denominator.get("value")) or 1.0
+    per_unit = str(denominator.get("code") or denominator.get("unit") or "").strip().strip("{}").upper()
+    per_unit = {"TAB": "TABLET", "TBL": "TABLET", "CAP": "CAPSULE", "ML": "ML"}.get(per_unit, per_unit or None)
+    return value * factor / per_value, per_unit
+
+
+def _with_medication_details(info: MedicationInfo, medication: Mapping[str, Any]) -> MedicationInfo:
+    """Fill strength and dose form from a Medication resource's ``ingredient`` and ``form`` where the code
+    gave none (compounded or locally coded products)."""
+    ingredients = list(info.ingredients)
+    if ingredients and ingredients[0].strength_mg is None:
+        for item in medication.get("ingredient") or []:
+            if not isinstance(item, dict):
+                continue
+            strength, per_unit = _ratio_strength(item.get("strength"))
+            item_info = _concept_info(item.get("itemCodeableConcept"))
+            same = item_info is None or any(i.rxcui == ingredients[0].rxcui for i in item_info.ingredients)
+            if strength is not None and same:
+                first = ingredients[0]
+                ingredients[0] = Ingredient(first.rxcui, first.name, strength, per_unit)
+                break
+    form_text = None
+    form = medication.get("form")
+    if isinstance(form, dict):
+        form_text = form.get("text") or next((c.get("display") for c in
+                                              ([form["coding"]] if isinstance(form.get("coding"), dict)
+                                               else form.get("coding") or []) if isinstance(c, dict)), None)
+    dose_form = info.dose_form or (form_text if isinstance(form_text, str) else None)
+    route = info.route_group if info.route_group != "unknown" else route_of_form(dose_form)
+    return MedicationInfo(info.display, tuple(ingredients), route, dose_form, info.product_rxcui, info.source)
+
+
 def identify_medication(resource: Mapping[str, Any],
                         resolve_reference: Callable[[str], dict | None] = lambda ref: None) -> MedicationInfo | None:
     """What a MedicationRequest/MedicationStatement (raw JSON) is about, or ``None`` if unknown."""
@@ -263,6 +339,8 @@ def identify_medication(resource: Mapping[str, Any],
                         info = _concept_info(item.get("itemCodeableConcept"))
                         if info:
                             break
+            if info is not None:
+                info = _with_medication_details(info, medication)
         if info is None and isinstance(reference, dict) and isinstance(reference.get("display"), str):
             info = _concept_info({"text": reference["display"]})
     if info is None:
@@ -313,8 +391,8 @@ def _instant(value: Any) -> datetime | None:
 
 
 _CURRENT_REQUEST = {"active", "on-hold"}
-_ORDER_INTENTS = {"order", "plan", "original-order", "instance-order", "reflex-order", "filler-order"}
-_CURRENT_STATEMENT = {"active", "intended", "on-hold"}
+_ORDER_INTENTS = {"order", "plan", "original-order", "instance-order"}
+_CURRENT_STATEMENT = {"active", "intended"}
 
 
 def is_current(resource: Mapping[str, Any], now: datetime, include_draft: bool = False) -> bool:
@@ -360,7 +438,8 @@ def _doses_per_day(timing: Any) -> tuple[float | None, str]:
         return None, "no timing"
     repeat = timing.get("repeat") if isinstance(timing.get("repeat"), dict) else {}
     frequency = _number(repeat.get("frequencyMax")) or _number(repeat.get("frequency"))
-    period = _number(repeat.get("periodMax")) or _number(repeat.get("period"))
+    # worst case, as OMTK: the most doses (frequencyMax) in the shortest period (period, not periodMax)
+    period = _number(repeat.get("period")) or _number(repeat.get("periodMax"))
     unit = repeat.get("periodUnit")
     if frequency is None:
         listed = repeat.get("timeOfDay") or repeat.get("when")
@@ -454,6 +533,12 @@ def _active_lines(dosages: list[dict[str, Any]], now: datetime) -> list[dict[str
 def steroid_daily_dose(dosages: Iterable[dict] | dict | None, info: MedicationInfo, now: datetime) -> DoseResult:
     """Daily dose and prednisone equivalent of one corticosteroid (CLINICAL-CONTENT 4.3), with the
     arithmetic written out for the card detail."""
+    # a combination product (e.g. with lidocaine): the dose arithmetic is about its corticosteroid
+    steroid = next((i for i in info.ingredients if i.name.lower() in PREDNISONE_EQUIVALENCE
+                    or i.rxcui in PREDNISONE_EQUIVALENCE), None)
+    if steroid is not None and info.ingredients[0] is not steroid:
+        info = MedicationInfo(info.display, (steroid,), info.route_group, info.dose_form, info.product_rxcui,
+                              info.source)
     name = info.ingredients[0].name if info.ingredients else info.display
     factor = next((PREDNISONE_EQUIVALENCE[k] for k in
                    [i.rxcui for i in info.ingredients] + [i.name.lower() for i in info.ingredients]

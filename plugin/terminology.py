@@ -3,11 +3,14 @@ normalises codes the way real feeds need (CLINICAL-CONTENT section 0), and answe
 value set X" in constant time.
 
 Normalisation: trim whitespace (an HL7 example ships ``" 313822004"``); accept the OID aliases of
-SNOMED, ICD-10-CM, LOINC and RxNorm; upper-case ICD-10-CM and insert the dot after the third character
-(``M3214`` -> ``M32.14``); ignore ``display``. WHO ICD-10 (``http://hl7.org/fhir/sid/icd-10``) is a
-different code system; its three- and four-character codes mean the same as ICD-10-CM's where both exist
-(M32.1, M32.8, M32.9, R25.3, ...), so those are looked up as ICD-10-CM; five-character ICD-10-CM-only
-codes simply do not occur in WHO data.
+SNOMED, ICD-10-CM, WHO ICD-10, LOINC, RxNorm and CPT, trailing slashes and SNOMED edition/version URIs;
+upper-case ICD-10 codes and insert the dot after the third character (``M3214`` -> ``M32.14``); ignore
+``display``.
+
+WHO ICD-10 (``http://hl7.org/fhir/sid/icd-10``) is a different code system and stays one: a WHO coding
+is never looked up as ICD-10-CM. Where a three/four-character WHO code means the same as the ICD-10-CM
+code (M32.1, M32.8, M32.9, R25.3, L93.x), the ValueSet lists it in its own WHO include, so membership
+is a decision written in the ValueSet, not a side effect of normalisation.
 
 Prefix entries (an include carrying the ``code-prefix`` extension) match every code starting with the
 prefix, for ICD-10-CM families that were split over the years (M79.1 -> M79.10..M79.18).
@@ -33,16 +36,15 @@ VALUESET_DIR = Path(__file__).resolve().parent / "valuesets"
 
 _ALIASES = {
     "urn:oid:2.16.840.1.113883.6.96": SNOMED,
-    "http://snomed.info/sct/": SNOMED,
     "urn:oid:2.16.840.1.113883.6.90": ICD10CM,
+    "urn:oid:2.16.840.1.113883.6.3": ICD10_WHO,
     "urn:oid:2.16.840.1.113883.6.1": LOINC,
+    "https://loinc.org": LOINC,
     "urn:oid:2.16.840.1.113883.6.88": RXNORM,
     "urn:oid:2.16.840.1.113883.6.12": CPT,
-    "http://www.ama-assn.org/go/cpt/": CPT,
-    "http://hl7.org/fhir/sid/icd-10-cm/": ICD10CM,
-    "http://loinc.org/": LOINC,
-    "http://www.nlm.nih.gov/research/umls/rxnorm/": RXNORM,
 }
+_CANONICAL = {uri.lower(): uri for uri in (SNOMED, ICD10CM, ICD10_WHO, LOINC, RXNORM, CPT)}
+_ICD10_SYSTEMS = (ICD10CM, ICD10_WHO)
 
 
 @functools.lru_cache(maxsize=256)
@@ -50,27 +52,26 @@ def normalize_system(system: str | None) -> str | None:
     """The canonical URI of ``system`` (OID aliases, trailing slash, whitespace), or ``None``."""
     if not isinstance(system, str):
         return None
-    system = system.strip()
+    system = system.strip().rstrip("/")
     if not system:
         return None
-    if system.startswith("http://snomed.info/sct/"):  # edition/version URIs are still SNOMED CT
-        return SNOMED
-    system = _ALIASES.get(system, system)
-    if system == ICD10_WHO:
-        return ICD10CM  # see the module docstring
-    return system
+    lowered = system.lower()
+    if lowered.startswith(("http://snomed.info/sct/", "https://snomed.info/sct")):
+        return SNOMED  # edition/version URIs (US edition 731000124108 ...) are still SNOMED CT
+    # scheme and host are case-insensitive, and the OIDs are digits: compare lower-cased
+    return _ALIASES.get(lowered) or _CANONICAL.get(lowered) or system
 
 
 @functools.lru_cache(maxsize=65536)
 def normalize_code(system: str | None, code: str | None) -> str | None:
-    """``code`` trimmed; ICD-10-CM upper-cased with its dot after the third character."""
+    """``code`` trimmed; ICD-10(-CM) upper-cased with its dot after the third character."""
     if not isinstance(code, str):
         return None
     code = code.strip()
     if not code:
         return None
-    if normalize_system(system) == ICD10CM:
-        code = code.upper().replace(" ", "")
+    if normalize_system(system) in _ICD10_SYSTEMS:
+        code = code.upper().replace(" ", "").rstrip(".")
         if "." not in code and len(code) > 3:
             code = f"{code[:3]}.{code[3:]}"
     return code

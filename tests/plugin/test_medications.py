@@ -188,3 +188,137 @@ def test_equivalence_table_is_the_pinned_one():
     assert m.PREDNISONE_EQUIVALENCE["dexamethasone"] == pytest.approx(6.667, abs=0.001)
     assert m.PREDNISONE_EQUIVALENCE["fludrocortisone"] == 0 and m.PREDNISONE_EQUIVALENCE["budesonide"] == 0
     assert "BNF" in m.EQUIVALENCE_SOURCE
+
+
+# --- the product table -------------------------------------------------------------------------------
+
+TABLE = {code: entry for code, entry in m._products().items()}
+# Numbers from recall (verified=false in the table): pinned so any change is deliberate.
+UNVERIFIED_PRODUCTS = {"197782", "197783", "197787", "106258", "312614", "349332", "351109", "1085728",
+                       "310431", "310433", "483440", "197917"}
+# Checked in HL7/PDDI-CDS value set expansions (or CLINICAL-CONTENT 3.2) with these names.
+VERIFIED_PRODUCTS = {"198144": "prednisone 1 MG", "198146": "prednisone 2.5 MG", "312617": "prednisone 5 MG",
+                     "198145": "prednisone 10 MG", "312615": "prednisone 20 MG", "198148": "prednisone 50 MG",
+                     "259966": "methylprednisolone 4 MG", "197969": "methylprednisolone 2 MG",
+                     "1743726": "methylprednisolone 1000 MG", "197582": "dexamethasone 4 MG",
+                     "197583": "dexamethasone 6 MG", "314200": "pantoprazole 40 MG", "310429": "furosemide 20 MG",
+                     "198051": "omeprazole 20 MG", "241834": "cyclosporine, modified 100 MG"}
+
+
+def test_unverified_product_numbers_are_pinned_and_marked():
+    assert {code for code, entry in TABLE.items() if not entry["verified"]} == UNVERIFIED_PRODUCTS
+    for code in UNVERIFIED_PRODUCTS:
+        assert "recall" in TABLE[code]["source"]
+
+
+@pytest.mark.parametrize("code, name", sorted(VERIFIED_PRODUCTS.items()))
+def test_verified_products_keep_their_names(code, name):
+    assert TABLE[code]["verified"] and TABLE[code]["name"].startswith(name)
+
+
+def test_table_meta_names_version_date_and_sources():
+    meta = m.json.loads(m.PRODUCT_TABLE.read_text())["_meta"]
+    assert meta["version"] and meta["date"] and "PDDI" in meta["sources"]
+
+
+@pytest.mark.parametrize("code", sorted(c for c, e in TABLE.items() if e["ingredients"][0]["strength"]))
+def test_every_table_product_is_also_readable_by_the_name_grammar(code):
+    """An unverified (or mistyped) number is never the only path: the name alone gives the same facts."""
+    entry, table_info = TABLE[code], m.identify_medication(med(code))
+    parsed = m.identify_medication(med(None, entry["name"]))
+    assert table_info.source == "table" and parsed.source == "name-grammar"
+    assert parsed.ingredients[0].rxcui == table_info.ingredients[0].rxcui
+    assert parsed.ingredients[0].strength_mg == pytest.approx(table_info.ingredients[0].strength_mg)
+    assert parsed.route_group == table_info.route_group
+
+
+def test_required_codes_from_clinical_content_resolve():
+    assert m.identify_medication(med("206954")).ingredients[0].strength_mg == 5  # SBD Deltasone
+    assert m.identify_medication(med("763181")).ingredients[0].name == "prednisone"  # GPCK
+    assert m.identify_medication(med("370649")).ingredients[0].strength_mg is None  # SCDF, no strength
+    assert m.identify_medication(med("227730")).ingredients[0].rxcui == "8640"  # BN Deltasone
+    assert m.identify_medication(med("241834")).ingredients[0].rxcui == "3008"  # cyclosporine
+
+
+def test_a_code_whose_display_names_another_drug_is_read_by_its_words():
+    """197582 is dexamethasone 4 mg; if a record's display names another ingredient, the table yields."""
+    info = m.identify_medication(med("197582", "hydrocortisone 10 MG Oral Tablet"))
+    assert info.source == "name-grammar" and info.ingredients[0].name == "hydrocortisone"
+    assert m.identify_medication(med("197582", "Dexamethasone 4 MG Oral Tablet")).source == "table"
+
+
+# --- route: topical, ophthalmic, inhaled are not systemic (scenario 34) ---------------------------------
+
+@pytest.mark.parametrize("code, route", [("309692", "ophthalmic"), ("106258", "topical"), ("351109", "inhaled"),
+                                         ("1085728", "depot"), ("1358610", "depot"),
+                                         ("1743726", "systemic-parenteral"), ("349332", "systemic-oral")])
+def test_route_groups_of_products(code, route):
+    assert m.identify_medication(med(code)).route_group == route
+
+
+@pytest.mark.parametrize("display", ["dexamethasone 1 MG/ML Ophthalmic Suspension",
+                                     "hydrocortisone 10 MG/ML Topical Cream",
+                                     "budesonide 0.09 MG/ACTUAT Dry Powder Inhaler"])
+def test_s34_local_steroids_are_not_systemic(display):
+    assert not m.is_systemic(m.identify_medication(med(None, display)))
+
+
+def test_oral_budesonide_is_reported_but_never_adds_prednisone_equivalents():
+    info = m.identify_medication(med("349332"))
+    result = m.steroid_daily_dose([dose(9)], info, NOW)
+    assert m.is_systemic(info) and result.mg_per_day == 9 and not result.pred_eq_per_day
+
+
+# --- more dose encodings ---------------------------------------------------------------------------------
+
+def test_as_needed_uses_max_dose_per_period_else_not_computable():
+    info = m.identify_medication(med("312615"))
+    prn = {"asNeededBoolean": True, "doseAndRate": [{"doseQuantity": {"value": 1}}],
+           "maxDosePerPeriod": {"numerator": {"value": 40, "unit": "mg"}, "denominator": {"value": 1, "unit": "d"}}}
+    assert m.steroid_daily_dose([prn], info, NOW).pred_eq_per_day == 40
+    bare = {k: v for k, v in prn.items() if k != "maxDosePerPeriod"}
+    assert not m.steroid_daily_dose([bare], info, NOW).computable
+
+
+def test_period_range_takes_the_worst_case():
+    """'every 4-6 hours' (period 4, periodMax 6): the most doses a day, like OMTK."""
+    info = m.identify_medication(med(None, "prednisone 5 MG Oral Tablet"))
+    result = m.steroid_daily_dose([dose(5, frequency=1, period=4, period_unit="h", periodMax=6)], info, NOW)
+    assert result.mg_per_day == 30
+
+
+def test_count_dose_without_product_strength_is_not_computable():
+    info = m.identify_medication(med("8640", "prednisone"))
+    result = m.steroid_daily_dose([dose(2, unit=None)], info, NOW)
+    assert not result.computable and "strength" in result.reason
+
+
+def test_medication_ingredient_strength_ratio_is_used():
+    medication = {"resourceType": "Medication", "id": "m1",
+                  "code": {"coding": [{"system": RX, "code": "8640", "display": "prednisone"}]},
+                  "form": {"text": "Oral Tablet"},
+                  "ingredient": [{"itemCodeableConcept": {"coding": [{"system": RX, "code": "8640"}]},
+                                  "strength": {"numerator": {"value": 20, "unit": "mg"},
+                                               "denominator": {"value": 1, "unit": "TAB"}}}]}
+    resource = {"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+                "medicationReference": {"reference": "Medication/m1"}, "dosageInstruction": [dose(2, unit=None)]}
+    info = m.identify_medication(resource, {"Medication/m1": medication}.get)
+    assert info.ingredients[0].strength_mg == 20 and info.route_group == "systemic-oral"
+    assert m.steroid_daily_dose(resource["dosageInstruction"], info, NOW).pred_eq_per_day == 40
+
+
+def test_ndc_only_without_words_is_not_identified():
+    resource = {"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+                "medicationCodeableConcept": {"coding": [{"system": "http://hl7.org/fhir/sid/ndc",
+                                                          "code": "0054-4741-25"}]}}
+    assert m.identify_medication(resource) is None
+
+
+@pytest.mark.parametrize("resource", [
+    {"resourceType": "MedicationStatement", "status": "on-hold"},
+    {"resourceType": "MedicationRequest", "status": "active", "intent": "filler-order"},
+    {"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+     "dispenseRequest": {"validityPeriod": {"end": "2025-03-01"}}},
+])
+def test_not_current_per_clinical_content_4_3(resource):
+    assert not m.is_current(resource, NOW)

@@ -118,3 +118,112 @@ def test_valuesets_validate_with_fhir_resources():
 
     for document in t.all_valuesets().values():
         ValueSet.model_validate(document)
+
+
+# --- every "R" code is pinned ---------------------------------------------------------------------------
+
+VERIFICATION = "https://lupus-cds.example.org/fhir/StructureDefinition/code-verification"
+ICD10_WHO = "http://hl7.org/fhir/sid/icd-10"
+PINNED_R = {
+    "sle": {(ICD10_WHO, "M32.1"), (ICD10_WHO, "M32.8"), (ICD10_WHO, "M32.9")},
+    "sle-drug-induced": {(ICD10_WHO, "M32.0")},
+    "lupus-exclusions": {(ICD10_WHO, "L93.0"), (ICD10_WHO, "L93.1"), (ICD10_WHO, "L93.2")},
+    "fasciculation": {(ICD10_WHO, "R25.3")},
+    "dyspnea": {(ICD10CM, "R06.03"), (ICD10CM, "J96.0"), (ICD10CM, "J96.00"), (ICD10CM, "J96.01"),
+                (ICD10CM, "J96.02")},
+    "calcium": {(LOINC, "2000-8")},
+    "egfr": {(LOINC, "69405-9")},
+    "creatinine": {(CPT, "82565")},
+    "potassium-order-codes": {(CPT, "80048"), (CPT, "80053")},
+    "urinalysis-order-codes": {(LOINC, "24357-6"), (LOINC, "24356-8"), (CPT, "81000"), (CPT, "81001"),
+                               (CPT, "81002"), (CPT, "81003")},
+    "urine-protein-creatinine": {(LOINC, "9318-7")},
+    "ncs-emg-codes": {(CPT, c) for c in ("95907", "95908", "95909", "95910", "95911", "95912", "95913", "95860",
+                                         "95861", "95863", "95864", "95865", "95866", "95867", "95868", "95869",
+                                         "95870", "95872", "95885", "95886", "95887")},
+    "anticonvulsants-neuropathic": {(RXNORM, "25480"), (RXNORM, "187832"), (RXNORM, "38404")},
+    "thiazides": {(RXNORM, "2409"), (RXNORM, "5764"), (RXNORM, "6916"), (RXNORM, "2396")},
+    "myotoxic-drugs": {(RXNORM, "2683"), (RXNORM, "6472"), (RXNORM, "41127"), (RXNORM, "861634")},
+}
+
+
+def _r_codes() -> dict[str, set[tuple[str, str]]]:
+    found: dict[str, set[tuple[str, str]]] = {}
+    for name, document in t.all_valuesets().items():
+        for include in document["compose"]["include"]:
+            for concept in include["concept"]:
+                marks = [e["valueCode"] for e in concept["extension"] if e["url"] == VERIFICATION]
+                assert marks in (["V"], ["R"]), (name, concept["code"])
+                if marks == ["R"]:
+                    found.setdefault(name, set()).add((include["system"], concept["code"]))
+    return found
+
+
+def test_every_unverified_code_is_pinned_here():
+    assert _r_codes() == PINNED_R
+
+
+@pytest.mark.parametrize("name, pair", sorted((n, p) for n, pairs in PINNED_R.items() for p in pairs))
+def test_pinned_unverified_codes_are_members(name, pair):
+    assert t.in_valueset(name, *pair)
+
+
+# --- WHO ICD-10 is its own code system ------------------------------------------------------------------
+
+def test_who_icd10_is_not_read_as_icd10cm():
+    assert t.normalize_system("urn:oid:2.16.840.1.113883.6.3") == ICD10_WHO
+    assert not t.in_valueset("sle", ICD10_WHO, "M32.14")  # a CM-only code sent with the WHO system
+    assert not t.in_valueset("muscle-weakness", ICD10_WHO, "M62.81")
+    coding = {"system": ICD10_WHO, "code": "M329", "display": "SLE, unspecified"}
+    assert t.matching_coding("sle", {"coding": [coding]}) == (ICD10_WHO, "M32.9", "SLE, unspecified")
+    assert not t.in_valueset("sle", ICD10_WHO, "M32.0") and t.in_valueset("sle-drug-induced", ICD10_WHO, "M32.0")
+
+
+@pytest.mark.parametrize("system", [" http://LOINC.org/ ", "https://loinc.org", "urn:oid:2.16.840.1.113883.6.1"])
+def test_system_variants(system):
+    assert t.in_valueset("ck-total", system, "2157-6")
+
+
+def test_icd_trailing_dot_and_lower_case():
+    assert t.normalize_code(ICD10CM, "m32.") == "M32" and t.in_valueset("sle", ICD10CM, "m32.")
+
+
+# --- prefix includes still enumerate their members --------------------------------------------------------
+
+def test_prefix_includes_enumerate_known_members():
+    """An include with no concept would mean 'the whole code system' to any other FHIR tool."""
+    for name, document in t.all_valuesets().items():
+        for include in document["compose"]["include"]:
+            assert include.get("concept"), name
+            assert "filter" not in include
+
+
+def test_sle_lists_m32_1x_for_reviewers_and_prefetch():
+    assert {(ICD10CM, f"M32.1{d}") for d in "0123459"} <= t.codes("sle")
+
+
+def test_no_lupus_flag_value_set_contains_an_exclusion():
+    excluded = t.codes("lupus-exclusions")
+    for name in ("sle", "sle-renal", "sle-drug-induced", "sle-unspecified-lupus"):
+        assert not (t.codes(name) & excluded), name
+        for system, code in excluded:
+            assert not t.in_valueset(name, system, code), (name, code)
+
+
+def test_sle_renal_is_a_subset_of_sle():
+    assert t.codes("sle-renal") <= t.codes("sle")
+
+
+def test_ncs_emg_leaves_out_numbers_that_are_not_emg_or_ncs():
+    for code in ("95873", "95874", "95875", "95862"):  # chemodenervation guidance, ischemic exercise test
+        assert not t.in_valueset("ncs-emg-codes", CPT, code)
+
+
+def test_salt_ingredients_count_in_the_steroid_class():
+    assert t.in_valueset("systemic-corticosteroids", RXNORM, "203189")  # methylprednisolone sodium succinate
+
+
+def test_supporting_but_non_red_flag_codes_stay_out():
+    assert not t.in_valueset("dysphagia", SNOMED, "30233002")  # painful swallowing alone
+    assert not t.in_valueset("muscle-weakness", ICD10CM, "R53.1")  # weakness NOS / asthenia
+    assert not t.in_valueset("myositis", ICD10CM, "R74.8")

@@ -1,0 +1,143 @@
+"""``lupus-cds sandbox`` end to end (issue #5, "done when"): the command starts SEKMET with the fixture
+patients and the service in sandbox mode; fixture requests sent with curl give their golden cards, both
+with full prefetch and through the fetch path (no prefetch, ``fhirServer`` = the sandbox's FHIR server);
+the curl command the sandbox prints works as printed; Ctrl-C stops both servers.
+
+SEKMET comes from ``.venv-sekmet`` (installed by ``tests/fhir_testbed.py`` if missing). Nothing here skips:
+if SEKMET cannot be installed or started, the test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import requests
+
+from plugin import fixtures
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def lupus_cds() -> list[str]:
+    script = Path(sys.executable).parent / "lupus-cds"
+    return [str(script)] if script.exists() else [sys.executable, "-c", "from cds_hooks.cli import main; main()"]
+
+
+def curl(url: str, body_file: Path) -> dict:
+    done = subprocess.run(["curl", "-s", "-f", "-X", "POST", url, "-H", "Content-Type: application/json",
+                           "--data", f"@{body_file}"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"curl {url} failed ({done.returncode}): {done.stderr}{done.stdout[:500]}"
+    return json.loads(done.stdout)
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    from fhir_testbed import TestbedError, ensure_sekmet
+
+    if not shutil.which("curl"):
+        pytest.fail("curl is needed (Debian package curl)", pytrace=False)
+    try:
+        sekmet = ensure_sekmet()
+    except TestbedError as exc:
+        pytest.fail(f"SEKMET could not be installed: {exc}", pytrace=False)
+    workdir = tmp_path_factory.mktemp("sandbox")
+    port, fhir_port = free_port(), free_port()
+    log_path = workdir / "sandbox.out"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([*lupus_cds(), "sandbox", "--port", str(port), "--fhir-port", str(fhir_port),
+                                    "--sekmet", str(sekmet), "--workdir", str(workdir / "run")],
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 180
+    output = ""
+    while "is running" not in output:
+        output = log_path.read_text()
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"lupus-cds sandbox did not start:\n{output[-3000:]}", pytrace=False)
+        time.sleep(0.2)
+    rendered_for = re.search(r"dates rendered for (\d{4}-\d{2}-\d{2})", output).group(1)
+    info = {"process": process, "log": log_path, "workdir": workdir, "service": f"http://127.0.0.1:{port}",
+            "fhir": f"http://127.0.0.1:{fhir_port}/fhir", "fhir_port": fhir_port,
+            # the sandbox's own "today", so a run across midnight UTC compares like with like
+            "now": datetime.fromisoformat(rendered_for + "T12:00:00+00:00").astimezone(UTC)}
+    yield info
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_discovery_and_fhir_server_answer(sandbox):
+    services = requests.get(f"{sandbox['service']}/cds-services", timeout=10).json()["services"]
+    assert {s["id"] for s in services} >= {f"{fixtures.SERVICE_PREFIX}-{hook}" for hook in fixtures.HOOKS}
+    patient = requests.get(f"{sandbox['fhir']}/Patient/sle-twitching-no-labs", timeout=10)
+    assert patient.status_code == 200 and patient.json()["id"] == "sle-twitching-no-labs"
+    output = sandbox["log"].read_text()
+    assert "serviceDiscoveryURL=" in output and "fhirServiceUrl=" in output and "patientId=" in output
+
+
+def test_the_printed_curl_command_returns_the_expected_cards(sandbox):
+    output = sandbox["log"].read_text()
+    command = re.search(r"(curl -s -X POST \S+ \\\n\s+-H .*)", output).group(1).replace("\\\n", " ")
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    cards = fixtures.card_digest(json.loads(done.stdout)["cards"])
+    assert cards == fixtures.load_expected("sle-twitching-no-labs", "patient-view", now=sandbox["now"])
+    assert cards, "the first patient of the banner shows cards"
+
+
+@pytest.mark.parametrize("name", fixtures.patient_names())
+def test_fixture_requests_give_the_golden_cards_with_prefetch_and_through_the_fetch_path(sandbox, name, tmp_path):
+    for hook in fixtures.HOOKS:
+        expected = fixtures.load_expected(name, hook, now=sandbox["now"])
+        url = f"{sandbox['service']}/cds-services/{fixtures.SERVICE_PREFIX}-{hook}"
+        for prefetch in (True, False):
+            body = fixtures.load_request(name, hook, prefetch=prefetch, now=sandbox["now"],
+                                         fhir_server=sandbox["fhir"])
+            path = tmp_path / f"{hook}-{prefetch}.json"
+            path.write_text(json.dumps(body))
+            cards = fixtures.card_digest(curl(url, path)["cards"])
+            how = "full prefetch" if prefetch else "fetched from the sandbox FHIR server"
+            assert cards == expected, f"{name}/{hook} ({how})"
+
+
+def test_the_stored_no_prefetch_request_works_once_its_fhir_server_is_filled_in(sandbox, tmp_path):
+    """The checked-in no-prefetch files carry the default sandbox address; the context has no dates, so
+    only ``fhirServer`` changes with the ports."""
+    body = json.loads(fixtures.request_path("sle-low-magnesium-on-ppi", "patient-view", prefetch=False).read_text())
+    assert body["fhirServer"] == fixtures.DEFAULT_FHIR_SERVER
+    body["fhirServer"] = sandbox["fhir"]
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(body))
+    cards = curl(f"{sandbox['service']}/cds-services/{fixtures.SERVICE_PREFIX}-patient-view", path)["cards"]
+    assert fixtures.card_digest(cards) == fixtures.load_expected("sle-low-magnesium-on-ppi", "patient-view",
+                                                                 now=sandbox["now"])
+
+
+def test_ctrl_c_stops_both_servers(sandbox):
+    process = sandbox["process"]
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) == 0
+    assert "Sandbox stopped." in sandbox["log"].read_text()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{sandbox['fhir']}/metadata", timeout=2)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{sandbox['service']}/cds-services", timeout=2)
