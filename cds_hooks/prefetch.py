@@ -152,11 +152,11 @@ def classify(templates: Mapping[str, str], context: Mapping[str, Any], sent: Map
     plan = PrefetchPlan()
     sent = sent or {}
     for key, template in templates.items():
-        query = render_template(template, context)
         is_search = "?" in template
         expected_type = template.split("?", 1)[0].split("/", 1)[0]
         if key not in sent:
             plan.entries[key] = PrefetchEntry(key, PrefetchStatus.MISSING, note=f"{key}: not prefetched")
+            query = render_template(template, context)  # rendered only for keys that must be fetched
             if query is not None:
                 plan.queries[key] = query
             continue
@@ -195,6 +195,7 @@ def classify(templates: Mapping[str, str], context: Mapping[str, Any], sent: Map
             plan.entries[key] = PrefetchEntry(key, PrefetchStatus.SATISFIED, (value,))
             continue
         # Only MISSING entries reach this point: offer them to the fetcher.
+        query = render_template(template, context)
         if query is not None:
             plan.queries[key] = query
     return plan

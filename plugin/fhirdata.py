@@ -10,6 +10,8 @@ anything else invalid is skipped by the caller with a note.
 from __future__ import annotations
 
 import copy
+import functools
+import json
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
@@ -191,6 +193,22 @@ def validate(
     :return: ``(instance, None)`` or ``(None, reason)``; never raises for bad data, never mutates ``raw``.
     """
     data: Any = dict(raw) if elements is None else {k: raw[k] for k in elements if k in raw}
+    try:
+        # The same resources come back at patient-view, order-select and order-sign: validate each
+        # distinct content once per process. The key is the canonical JSON of what gets validated.
+        key = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return _validate_uncached(model, data, max_repairs)
+    return _validate_cached(model, key, max_repairs)
+
+
+@functools.lru_cache(maxsize=8192)
+def _validate_cached(model: Any, key: str, max_repairs: int) -> tuple[Any | None, str | None]:
+    """Cached :func:`validate`. The models it returns are shared between calls: callers only read them."""
+    return _validate_uncached(model, json.loads(key), max_repairs)
+
+
+def _validate_uncached(model: Any, data: Any, max_repairs: int) -> tuple[Any | None, str | None]:
     copied = False  # nested values are still the request's own until the first repair
     for _ in range(max_repairs + 1):
         try:

@@ -136,6 +136,7 @@ def _ingredient_names() -> dict[str, str]:
     return names
 
 
+@functools.lru_cache(maxsize=4096)  # product names repeat across records and calls
 def _ingredient_by_name(text: str) -> tuple[str | None, str]:
     name = _SALT_WORDS.sub(" ", text.lower())
     name = re.sub(r"\s+", " ", name).strip(" ,-")
@@ -148,6 +149,7 @@ def _ingredient_by_name(text: str) -> tuple[str | None, str]:
     return None, name
 
 
+@functools.lru_cache(maxsize=4096)  # product names repeat across records and calls
 def route_of_form(form: str | None) -> str:
     if form:
         for pattern, group in _FORM_ROUTES:
@@ -156,6 +158,7 @@ def route_of_form(form: str | None) -> str:
     return "unknown"
 
 
+@functools.lru_cache(maxsize=4096)  # product names repeat across records and calls
 def parse_product_name(text: str) -> MedicationInfo | None:
     """Ingredient, strength and dose form from an RxNorm SCD/SBD/pack name; ``None`` if it isn't one."""
     match = _SCD.search(text or "")
