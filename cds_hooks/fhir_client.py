@@ -41,6 +41,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from . import metrics
 from .errors import FHIRBadResponse, FHIRError, FHIRTimeout, FHIRUnauthorized
 from .fetch import FetchRequest
 from .models import PrefetchEntry, PrefetchStatus
@@ -385,7 +386,27 @@ class FHIRFetcher:
         return PrefetchEntry(job.key, PrefetchStatus.SATISFIED, (body,), source="fhir")
 
     def _get(self, url: str, credentials: _Credentials, deadline: float) -> tuple[int, Any]:
-        """GET ``url``; the status and parsed JSON body. Raises :class:`FHIRError` subclasses."""
+        """GET ``url``; the status and parsed JSON body. Raises :class:`FHIRError` subclasses.
+        Each request's latency and outcome go to the ``cds_fhir_fetch_*`` metrics."""
+        started = self._monotonic()
+        outcome = "error"
+        try:
+            result = self._get_checked(url, credentials, deadline)
+            outcome = "ok"
+            return result
+        except FHIRTimeout:
+            outcome = "timeout"
+            raise
+        except FHIRUnauthorized:
+            outcome = "unauthorized"
+            raise
+        except FHIRBadResponse:
+            outcome = "bad-response"
+            raise
+        finally:
+            metrics.observe_fetch(self._monotonic() - started, outcome)
+
+    def _get_checked(self, url: str, credentials: _Credentials, deadline: float) -> tuple[int, Any]:
         token = credentials.access_token
         status, body = self._get_once(url, token, deadline)
         if status == 401:

@@ -20,7 +20,13 @@ import tempfile
 
 from gunicorn.glogging import Logger
 
-workers = int(os.environ.get("LUPUS_CDS_WORKERS") or min(multiprocessing.cpu_count() * 2 + 1, 8))
+_signed = os.environ.get("LUPUS_CDS_ALLOW_UNSIGNED", "").strip().lower() not in ("1", "true", "yes", "on")
+# The client-JWT replay store (jti) is in memory unless LUPUS_CDS_REDIS_URL is set, and each worker process
+# has its own: a token replayed to another worker would pass. So, by default, several workers only with
+# Redis; otherwise one worker whose threads give the concurrency (hook calls mostly wait on I/O).
+_default_workers = min(multiprocessing.cpu_count() * 2 + 1, 8) \
+    if (os.environ.get("LUPUS_CDS_REDIS_URL") or not _signed) else 1
+workers = int(os.environ.get("LUPUS_CDS_WORKERS") or _default_workers)
 threads = int(os.environ.get("LUPUS_CDS_THREADS") or 4)
 worker_class = "gthread"
 timeout = 20
@@ -39,8 +45,7 @@ if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
 
 
 def on_starting(server):
-    signed = os.environ.get("LUPUS_CDS_ALLOW_UNSIGNED", "").strip().lower() not in ("1", "true", "yes", "on")
-    if server.cfg.workers > 1 and signed and not os.environ.get("LUPUS_CDS_REDIS_URL"):
+    if server.cfg.workers > 1 and _signed and not os.environ.get("LUPUS_CDS_REDIS_URL"):
         # Each worker process has its own in-memory jti store: a token replayed to another worker passes.
         server.log.warning("%d workers without LUPUS_CDS_REDIS_URL: client-JWT replay protection is per "
                            "worker process; set LUPUS_CDS_REDIS_URL (or --workers 1)", server.cfg.workers)

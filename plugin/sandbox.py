@@ -110,6 +110,9 @@ def sandbox_command(port: int, fhir_port: int, sekmet_path: str | None, workdir:
         raise _Stop()
 
     previous = signal.signal(signal.SIGTERM, on_term)
+    # A shell without job control starts background programs with SIGINT ignored, and Python then never
+    # raises KeyboardInterrupt: make Ctrl-C (SIGINT) stop the sandbox however it was started.
+    previous_int = signal.signal(signal.SIGINT, on_term)
     try:
         try:
             fhir = LocalFHIRServer(folder / "fhir", fhir_port, executable=sekmet_path)
@@ -160,6 +163,7 @@ def sandbox_command(port: int, fhir_port: int, sekmet_path: str | None, workdir:
         click.echo("\nStopping ...")
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
         if server is not None:
             server.shutdown()
         if fhir is not None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner
+from conftest import patient_view_request
 
 from cds_hooks.cli import cli, format_cards, main
-from conftest import patient_view_request
 
 
 def test_format_cards_prints_indicator_topic_summary_and_suggestions():

@@ -13,7 +13,6 @@ import json
 import time
 
 import pytest
-
 from conftest import ClientKeys, patient_view_request
 
 BASE = "https://cds.example.org"

@@ -6,9 +6,9 @@ import copy
 import threading
 
 import pytest
+from conftest import spec_example
 
 from cds_hooks.feedback_store import FeedbackStore
-from conftest import spec_example
 
 URL = "/cds-services/patient-greeter/feedback"
 EXAMPLES = ["feedback-accepted.json", "feedback-overridden-no-reason.json", "feedback-overridden-with-reason.json"]

@@ -478,3 +478,12 @@ def test_tokens_and_patient_ids_stay_out_of_the_logs(fault_app, fault_server, ca
         call(fault_app(fault), fault_server)
     assert caplog.records  # the fetch is logged...
     assert TOKEN not in caplog.text and PATIENT not in caplog.text  # ...without secrets or ids
+
+
+def test_fetch_latency_and_errors_reach_the_metrics(fault_app, fault_server):
+    """Issue 6: FHIR fetch latency and errors are Prometheus metrics (cds_fhir_fetch_*)."""
+    app = fault_app("500", required=frozenset({"patient"}))
+    call(app, fault_server)
+    text = app.test_client().get("/metrics").get_data(as_text=True)
+    assert 'cds_fhir_fetch_errors_total{outcome="bad-response"}' in text
+    assert 'cds_fhir_fetch_duration_seconds_count{outcome="ok"}' in text

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pluggy
 import pytest
+from conftest import ROOT
 
 from cds_hooks import ServiceDefinition, hookimpl, hookspecs
 from cds_hooks.plugins import collect_services, plugin_manager
-from conftest import ROOT
 
 CLINICAL_WORDS = ["lupus", "sle", "fasciculation", "twitch", "prednisone", "steroid", "potassium",
                   "magnesium", "creatine", "myositis", "neuropathy", "emg", "loinc", "snomed", "rxnorm",

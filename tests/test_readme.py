@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from cds_hooks import config
 from conftest import ROOT
+
+from cds_hooks import config
 
 README = (ROOT / "README.md").read_text()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -13,10 +12,11 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from conftest import ROOT, ClientKeys, spec_example
 
 LUPUS_CDS = Path(sys.executable).parent / "lupus-cds"
+
+pytest_plugins = ["servers"]
 
 
 def free_port() -> int:
@@ -26,12 +26,14 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def served(tmp_path):
-    """Start ``lupus-cds serve`` with a trusted test client; yield (base_url, ClientKeys)."""
+def served(tmp_path, redis_url):
+    """Start ``lupus-cds serve`` (2 workers sharing a real Redis for the jti replay store) with a trusted
+    test client; yield (base_url, ClientKeys, log path)."""
     keys = ClientKeys(tmp_path)
     port = free_port()
     env = dict(os.environ, LUPUS_CDS_CLIENTS=str(keys.clients_file),
-               LUPUS_CDS_DATABASE_URL=f"sqlite:///{tmp_path / 'fb.sqlite3'}", LUPUS_CDS_ALLOW_UNSIGNED="0")
+               LUPUS_CDS_DATABASE_URL=f"sqlite:///{tmp_path / 'fb.sqlite3'}", LUPUS_CDS_ALLOW_UNSIGNED="0",
+               LUPUS_CDS_REDIS_URL=redis_url)
     env.pop("LUPUS_CDS_PUBLIC_URL", None)
     log = open(tmp_path / "serve.log", "wb")
     process = subprocess.Popen([str(LUPUS_CDS), "serve", "--port", str(port), "--workers", "2"],
@@ -86,3 +88,16 @@ def test_serve_answers_discovery_hook_calls_and_feedback(served):
     log_text = log_path.read_text()
     assert "gunicorn" in log_text.lower() or "Booting worker" in log_text
     assert token not in log_text and "p-serve" not in log_text
+
+
+def test_default_workers_keep_replay_protection_without_redis(monkeypatch):
+    """Without Redis each worker would have its own jti store, so serve defaults to one worker."""
+    import runpy
+
+    conf = ROOT / "deploy" / "gunicorn.conf.py"
+    for name in ("LUPUS_CDS_WORKERS", "LUPUS_CDS_REDIS_URL", "LUPUS_CDS_ALLOW_UNSIGNED"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/tmp")
+    assert runpy.run_path(str(conf))["workers"] == 1
+    monkeypatch.setenv("LUPUS_CDS_REDIS_URL", "redis://127.0.0.1:6379/0")
+    assert runpy.run_path(str(conf))["workers"] > 1 or os.cpu_count() == 0

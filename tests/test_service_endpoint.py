@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import PATIENT, patient_view_request, spec_example
 
 from cds_hooks.cards import response_problems
 from cds_hooks.models import PrefetchEntry, PrefetchStatus
-from conftest import PATIENT, patient_view_request, spec_example
 
 URL = "/cds-services/patient-greeter"
 
@@ -240,6 +240,7 @@ def test_fetcher_failure_on_required_key_is_412(make_app):
 
 def test_unexpected_plugin_error_is_500_without_leaking_data(make_app, caplog):
     import tiny_plugin
+
     from cds_hooks import ServiceDefinition, hookimpl
 
     class Broken:
