@@ -49,6 +49,11 @@ def parse_datetime(value: Any) -> datetime | None:
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
     if not isinstance(value, str):
         return None
+    return _parse_datetime_text(value)
+
+
+@functools.lru_cache(maxsize=65536)  # a record's dates come back at every hook of the same patient
+def _parse_datetime_text(value: str) -> datetime | None:
     text = value.strip()
     if len(text) > 10:  # the common case, a full dateTime: no regex needed
         try:
