@@ -54,6 +54,20 @@ def find_sekmet(executable: str | Path | None = None) -> Path:
         "(or point --sekmet / LUPUS_CDS_SEKMET at a sekmet program)")
 
 
+def stop_process(process: subprocess.Popen | None) -> None:
+    """Stop a server process we started in its own session: its process group, by PID (TERM, then KILL)."""
+    if process is None or process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+
+
 class LocalFHIRServer:
     """One open SEKMET server at ``http://127.0.0.1:{port}/fhir``; data kept under ``workdir``."""
 
@@ -95,16 +109,7 @@ class LocalFHIRServer:
     def stop(self) -> None:
         """Stop the server's process group (started by us, so addressed by its PID)."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=5)
+        stop_process(process)
         self.session.close()
 
     def load(self, bundle: Mapping[str, Any], timeout: float = 120) -> int:

@@ -31,7 +31,6 @@ import fcntl
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -47,6 +46,7 @@ import pytest
 import requests
 
 from cds_hooks import ServiceDefinition, hookimpl
+from cds_hooks.fhir_server import stop_process
 from cds_hooks.prefetch import next_link, render_template
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,20 +91,6 @@ def wait_for_http(url: str, seconds: float, process: subprocess.Popen | None = N
             pass
         time.sleep(0.1)
     raise TestbedError(f"{url} did not answer within {seconds} s")
-
-
-def stop_process(process: subprocess.Popen | None) -> None:
-    """Stop a server this harness started: its process group, by PID."""
-    if process is None or process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
 
 
 @contextlib.contextmanager

@@ -8,13 +8,9 @@ ago, no labs, no medicines, patient-view.
 
 from __future__ import annotations
 
-import pytest
-
 # the clinical suite needs the terminology and medication modules of the plugin (built separately)
-pytest.importorskip("plugin.terminology")
-pytest.importorskip("plugin.medications")
-
 import builders as b  # noqa: E402
+import pytest
 from builders import CPT, ICD10, LOINC, SNOMED, baseline, card, ordered_codes, run, topics
 
 # RxNorm concepts used below (ingredient concepts unless noted; section 3.1 / 3.2)
