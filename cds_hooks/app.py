@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import HTTPException
 
 from . import config as settings
-from . import cors, logs, metrics
+from . import cors, jsonio, logs, metrics
 from .errors import (
     CDSHooksError,
     InvalidRequest,
@@ -64,7 +63,7 @@ def state() -> CDSHooks:
 
 
 def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":"), ensure_ascii=False), status=status,
+    return Response(jsonio.dumps(body), status=status,
                     mimetype="application/json", headers=dict(headers or {}))
 
 

@@ -26,7 +26,6 @@ URLs (they hold patient ids).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -41,7 +40,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from . import metrics
+from . import jsonio, metrics
 from .errors import FHIRBadResponse, FHIRError, FHIRTimeout, FHIRUnauthorized
 from .fetch import FetchRequest
 from .models import PrefetchEntry, PrefetchStatus
@@ -442,7 +441,7 @@ class FHIRFetcher:
                 return response.status_code, None
             raw = self._read_body(response, deadline)
         try:
-            return 200, json.loads(raw)
+            return 200, jsonio.loads(raw)
         except ValueError:
             raise FHIRBadResponse("the FHIR server's answer is not valid JSON") from None
 

@@ -4,12 +4,12 @@ the context fields each known hook requires, and REQ-INV-1 (``fhirAuthorization`
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import jsonio
 from .errors import InvalidRequest
 from .hooks import hook_definition
 
@@ -21,8 +21,8 @@ def parse_json_object(raw: bytes, what: str = "request body") -> dict[str, Any]:
     if not raw:
         raise InvalidRequest(f"{what} is empty; expected a JSON object")
     try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+        value = jsonio.loads(raw)
+    except ValueError:
         raise InvalidRequest(f"{what} is not valid JSON") from None
     if not isinstance(value, dict):
         raise InvalidRequest(f"{what} must be a JSON object")

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import copy
 import functools
-import json
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 
 JSON = dict[str, Any]
@@ -200,17 +200,18 @@ def validate(
     data: Any = dict(raw) if elements is None else {k: raw[k] for k in elements if k in raw}
     try:
         # The same resources come back at patient-view, order-select and order-sign: validate each
-        # distinct content once per process. The key is the canonical JSON of what gets validated.
-        key = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    except (TypeError, ValueError):
+        # distinct content once per process. The key is the canonical JSON of what gets validated
+        # (orjson: the key is built at every call, so it must cost far less than the validation it saves).
+        key = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
         return _validate_uncached(model, data, max_repairs)
     return _validate_cached(model, key, max_repairs)
 
 
 @functools.lru_cache(maxsize=8192)
-def _validate_cached(model: Any, key: str, max_repairs: int) -> tuple[Any | None, str | None]:
+def _validate_cached(model: Any, key: bytes, max_repairs: int) -> tuple[Any | None, str | None]:
     """Cached :func:`validate`. The models it returns are shared between calls: callers only read them."""
-    return _validate_uncached(model, json.loads(key), max_repairs)
+    return _validate_uncached(model, orjson.loads(key), max_repairs)
 
 
 def _validate_uncached(model: Any, data: Any, max_repairs: int) -> tuple[Any | None, str | None]:

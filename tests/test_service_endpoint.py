@@ -102,6 +102,38 @@ def test_malformed_json_gets_400(client, raw):
     assert_outcome(client.post(URL, data=raw, content_type="application/json"), 400)
 
 
+def _with_value(token: bytes) -> bytes:
+    """A valid request body whose context carries an extra member with the raw JSON ``token`` as value."""
+    body = json.dumps(patient_view_request()).encode()
+    return body.replace(b'"context": {', b'"context": {"x": ' + token + b", ", 1)
+
+
+@pytest.mark.parametrize("token", [
+    b"NaN", b"Infinity", b"-Infinity",  # not JSON (RFC 8259 section 6), though Python's json reads them
+    b"1e400",  # overflows a double
+    b'"\\ud800"',  # an unpaired surrogate: no Unicode text holds it
+    b"[" * 2000 + b"]" * 2000,  # nesting no FHIR resource has; the parser stops, it does not recurse away
+])
+def test_json_that_is_not_interoperable_gets_400(client, token):
+    assert client.post(URL, data=_with_value(b"1"), content_type="application/json").status_code == 200
+    raw = _with_value(token)
+    assert raw != json.dumps(patient_view_request()).encode()  # the token did go in
+    body = assert_outcome(client.post(URL, data=raw, content_type="application/json"), 400)
+    assert "not valid JSON" in body["issue"][0]["diagnostics"]
+
+
+def test_utf8_byte_order_mark_is_tolerated(client):
+    """RFC 8259 section 8.1: a parser MAY ignore a BOM. Some Windows clients send one."""
+    raw = b"\xef\xbb\xbf" + json.dumps(patient_view_request()).encode()
+    assert client.post(URL, data=raw, content_type="application/json").status_code == 200
+
+
+def test_utf16_body_is_400(client):
+    """JSON exchanged between systems is UTF-8 (RFC 8259 section 8.1)."""
+    raw = json.dumps(patient_view_request()).encode("utf-16")
+    assert_outcome(client.post(URL, data=raw, content_type="application/json"), 400)
+
+
 def test_spec_example_request_without_patient_id_is_400(client):
     """request-with-extension.json: patient-view without context.patientId (spec-examples README)."""
     assert_outcome(post(client, spec_example("request-with-extension.json")), 400)
