@@ -1,8 +1,9 @@
 """One immutable snapshot of the patient facts the rules read, built from a :class:`HookRequest`.
 
 Building it follows the performance rule of the project: look at the raw JSON first (code, status,
-date), keep only the resources a rule reads (and, for lab series, only the newest few of each analyte),
-and only then validate those few with ``fhir.resources`` (R4B models, which accept R4 data). A resource
+date), keep only the resources a rule reads, and only then validate those few with ``fhir.resources``
+(R4B models, which accept R4 data). Lab results are validated later still, one at a time, when a rule
+reads one (:class:`LabResults`): of a series of hundreds, usually one or none is. A resource
 that fails validation is skipped with a note in :attr:`PatientFacts.notes`; nothing here raises for bad
 data.
 
@@ -213,10 +214,6 @@ PATIENT_ELEMENTS = ("resourceType", "id", "gender")
 FINAL_STATUSES = frozenset({"final", "amended", "corrected"})
 SYMPTOM_OBSERVATION_STATUSES = frozenset({"final", "amended", "corrected", "preliminary"})
 LAB_STATUSES = frozenset({"final", "amended", "corrected", "preliminary"})
-#: how many results of one analyte are validated and kept (newest first): the rules read the latest
-#: final result (inside or outside the window) and the latest preliminary one
-LAB_FINALS_KEPT = 1
-LAB_PRELIMINARY_KEPT = 1
 SYMPTOM_OBSERVATIONS_KEPT = 3
 
 #: SNOMED / HL7 codes meaning "absent" in an Observation value (negation of a finding)
@@ -348,11 +345,11 @@ class PatientFacts:
     sex: str | None
     conditions: tuple[ConditionFact, ...]
     symptoms: tuple[SymptomFact, ...]
-    labs: Mapping[str, tuple[LabResult, ...]]
+    labs: LabResults
     orders: tuple[OrderFact, ...]
     medications: tuple[MedicationFact, ...]
     gaps: tuple[str, ...] = ()
-    #: resources skipped as invalid; a list because lab series are validated when first read
+    #: resources skipped as invalid; a list because lab results are validated when first read
     skipped: list[str] = field(default_factory=list)
     missing_keys: frozenset[str] = field(default_factory=frozenset)
 
@@ -366,8 +363,10 @@ class PatientFacts:
     def symptoms_of(self, kind: str) -> tuple[SymptomFact, ...]:
         return tuple(s for s in self.symptoms if s.kind == kind)
 
-    def lab_series(self, analyte: str) -> tuple[LabResult, ...]:
-        return self.labs.get(analyte, ())
+    def latest_lab(self, analyte: str, *, final: bool, days: float | None = None) -> LabResult | None:
+        """The newest final (or preliminary) result of ``analyte``; ``None`` if older than ``days``."""
+        since = None if days is None else self.now - timedelta(days=days)
+        return self.labs.latest(analyte, final=final, since=since)
 
     def orders_of(self, kind: str) -> tuple[OrderFact, ...]:
         return tuple(o for o in self.orders if o.kind == kind)
@@ -718,8 +717,11 @@ def classify_observation_code(concept: Any) -> tuple[tuple[str, Coded] | None, b
     if not isinstance(concept, Mapping):
         return None, False
     coding = concept.get("coding")
-    items = coding if isinstance(coding, list) else [coding]
-    key = tuple((c.get("system"), c.get("code")) for c in items if isinstance(c, Mapping))
+    if type(coding) is list and len(coding) == 1 and type(coding[0]) is dict:  # the usual shape, keyed cheaply
+        key: tuple[Any, ...] = (coding[0].get("system"), coding[0].get("code"))
+    else:
+        items = coding if isinstance(coding, list) else [coding]
+        key = tuple((c.get("system"), c.get("code")) for c in items if isinstance(c, Mapping))
     hit = _OBSERVATION_CODE_CACHE.get(key)
     if hit is None:
         hit = (_lab_analyte({"code": concept}), bool(match_concept(concept, _SYMPTOM_CODE_VALUESETS)))
@@ -767,39 +769,52 @@ def build_symptom_observations(candidates: Candidates, notes: list[str]) -> list
     return symptoms
 
 
-class LabSeries(Mapping[str, tuple[LabResult, ...]]):
-    """Lab results by analyte, validated on first read: a rule that never looks at, say, phosphate costs
-    no phosphate validation. Per analyte only the newest final result and the newest preliminary one are
-    kept (the rules read nothing older). Reads are memoised, so the snapshot still never changes."""
+class LabResults:
+    """Lab result candidates by analyte, validated one at a time when a rule asks for them.
+
+    The rules read the newest final result of an analyte (often only if it falls inside a window) and the
+    newest preliminary one. The dates and statuses come from the raw pass, so a result outside the window
+    a rule asks about is never validated, and neither is any older result. A result that fails validation
+    is skipped with a note, and the next newest stands in for it, as if the invalid one had not been sent.
+    Answers are memoised, so the snapshot still never changes.
+    """
 
     def __init__(self, candidates: Candidates, notes: list[str]):
         self._candidates = candidates
         self._notes = notes
-        self._loaded: dict[str, tuple[LabResult, ...]] = {}
+        self._sorted: dict[str, list[tuple[datetime, Mapping[str, Any], Coded]]] = {}
+        self._validated: dict[int, LabResult | None] = {}  # id(raw) -> result, or None if invalid
 
-    def __getitem__(self, analyte: str) -> tuple[LabResult, ...]:
-        if analyte not in self._loaded:
-            self._loaded[analyte] = self._load(analyte)
-        return self._loaded[analyte]
+    def analytes(self) -> tuple[str, ...]:
+        return tuple(self._candidates)
 
-    def __iter__(self):
-        return iter(self._candidates)
+    def latest(self, analyte: str, *, final: bool, since: datetime | None = None) -> LabResult | None:
+        """The newest valid final (``final=True``) or preliminary result of ``analyte``; ``None`` if
+        there is none, or if the newest is older than ``since``."""
+        found = self._sorted.get(analyte)
+        if found is None:
+            found = self._sorted[analyte] = sorted(
+                self._candidates.get(analyte, ()), key=lambda c: c[0], reverse=True)
+        for when, raw, coded in found:
+            if (raw.get("status") in FINAL_STATUSES) is not final:
+                continue
+            if since is not None and when < since:
+                return None  # the rest are older still
+            result = self._result(analyte, raw, coded)
+            if result is not None:
+                return result
+        return None
 
-    def __len__(self) -> int:
-        return len(self._candidates)
-
-    def _load(self, analyte: str) -> tuple[LabResult, ...]:
-        found = sorted(self._candidates.get(analyte, ()), key=lambda c: c[0], reverse=True)
-        finals = [c for c in found if c[1].get("status") in FINAL_STATUSES][:LAB_FINALS_KEPT]
-        prelim = [c for c in found if c[1].get("status") not in FINAL_STATUSES][:LAB_PRELIMINARY_KEPT]
-        results = []
-        for _, raw, coded in sorted(finals + prelim, key=lambda c: c[0], reverse=True):
+    def _result(self, analyte: str, raw: Mapping[str, Any], coded: Coded) -> LabResult | None:
+        key = id(raw)  # the raw dicts live as long as the request, and so does this snapshot
+        if key not in self._validated:
             model, problem = validate(Observation, raw, OBSERVATION_ELEMENTS)
             if model is None:
                 self._notes.append(f"Observation/{raw.get('id', '?')} skipped: not valid FHIR R4 ({problem})")
-                continue
-            results.append(_lab_from_model(analyte, raw, model, coded))
-        return tuple(results)
+                self._validated[key] = None
+            else:
+                self._validated[key] = _lab_from_model(analyte, raw, model, coded)
+        return self._validated[key]
 
 
 # ------------------------------------------------------------------------------------------- orders
@@ -1025,7 +1040,7 @@ def build_facts(request: HookRequest, gate: Callable[[PatientFacts], bool] | Non
         sex=patient_sex(sources, notes),
         conditions=tuple(conditions),
         symptoms=symptoms,
-        labs=LabSeries({}, notes),
+        labs=LabResults({}, notes),
         orders=(),
         medications=(),
         gaps=tuple(request.prefetch.gaps()),
@@ -1036,4 +1051,4 @@ def build_facts(request: HookRequest, gate: Callable[[PatientFacts], bool] | Non
         return facts
     orders = tuple(build_orders(sources, notes))
     meds = tuple(build_medications(sources, request.now, notes))
-    return replace(facts, labs=LabSeries(lab_candidates, notes), orders=orders, medications=meds)
+    return replace(facts, labs=LabResults(lab_candidates, notes), orders=orders, medications=meds)

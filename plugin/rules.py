@@ -144,20 +144,12 @@ def evaluate_gate(facts: PatientFacts, settings: Settings) -> Gate:
 
 
 def latest_final(facts: PatientFacts, analyte: str, days: float | None = None) -> LabResult | None:
-    """The newest final/amended/corrected result of ``analyte`` (within ``days`` if given)."""
-    for result in facts.lab_series(analyte):
-        if result.is_final:
-            if days is None or within_days(result.when, facts.now, days):
-                return result
-            return None
-    return None
+    """The newest final/amended/corrected result of ``analyte`` (``None`` if it is older than ``days``)."""
+    return facts.latest_lab(analyte, final=True, days=days)
 
 
 def latest_preliminary(facts: PatientFacts, analyte: str, days: float) -> LabResult | None:
-    for result in facts.lab_series(analyte):
-        if not result.is_final and within_days(result.when, facts.now, days):
-            return result
-    return None
+    return facts.latest_lab(analyte, final=False, days=days)
 
 
 def pending_orders(facts: PatientFacts, kind: str, days: float) -> tuple[OrderFact, ...]:

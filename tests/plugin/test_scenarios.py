@@ -609,6 +609,34 @@ def test_invalid_resource_is_skipped_with_a_note():
     assert "skipped: not valid FHIR R4" in card(cards, CK_TESTING)["detail"]
 
 
+def test_invalid_newest_result_gives_way_to_the_next_valid_one():
+    """Skipped as if it had not been sent: the CK before it is the newest result, and is read."""
+    broken = b.ck(5000, days_ago=1)
+    broken["valueQuantity"] = {"value": "lots"}
+    cards = run(baseline(broken, b.ck(1540, days_ago=5)))
+    assert topics(cards)[CK_ELEVATED] == "warning"
+    detail = card(cards, CK_ELEVATED)["detail"]
+    assert "1,540" in detail and "skipped: not valid FHIR R4" in detail
+
+
+def test_results_outside_the_window_are_never_validated(monkeypatch):
+    """A rule asking for a result within its window reads the dates from the raw pass: an older result is
+    dismissed without being validated."""
+    from plugin import facts
+
+    validated, real = [], facts.validate
+
+    def spy(model, raw, *args):
+        validated.append(raw.get("id"))
+        return real(model, raw, *args)
+
+    monkeypatch.setattr(facts, "validate", spy)
+    old_k, old_mg = b.potassium(4.1, days_ago=200), b.magnesium(2.0, days_ago=200)
+    cards = run(baseline(b.ck(100, days_ago=2), old_k, old_mg))
+    assert topics(cards)["electrolyte-testing"]  # K and Mg are missing from the window
+    assert old_k["id"] not in validated and old_mg["id"] not in validated
+
+
 def test_timezone_less_datetime_and_single_object_arrays_are_tolerated():
     ck = b.ck(1540)
     ck["effectiveDateTime"] = ck["effectiveDateTime"].rstrip("Z")
