@@ -12,18 +12,25 @@ _ACTIONS = ("create", "update", "delete")
 _LINK_TYPES = ("absolute", "smart")
 
 
+_CONTAINERS = (dict, list)
+_EMPTIABLE = (str, dict, list)
+
+
 def prune(value: Any) -> Any:
-    """``value`` without ``None``, ``""``, ``[]`` or ``{}`` members, recursively (GEN-2..4)."""
+    """``value`` without ``None``, ``""``, ``[]`` or ``{}`` members, recursively (GEN-2..4).
+    ``0`` and ``false`` are values, and stay."""
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
-            item = prune(item)
-            if item is None or item == "" or item == [] or item == {}:
+            if isinstance(item, _CONTAINERS):  # scalars need no call: every card has hundreds
+                item = prune(item)
+            if item is None or (not item and isinstance(item, _EMPTIABLE)):
                 continue
             out[key] = item
         return out
     if isinstance(value, list):
-        return [p for p in (prune(v) for v in value) if not (p is None or p == "" or p == [] or p == {})]
+        items = (prune(item) if isinstance(item, _CONTAINERS) else item for item in value)
+        return [item for item in items if not (item is None or (not item and isinstance(item, _EMPTIABLE)))]
     return value
 
 

@@ -39,6 +39,16 @@ def test_gen_4_plugin_empty_members_are_pruned(client):
     assert "suggestions" not in card and "links" not in card
 
 
+def test_gen_2_to_4_prune_drops_null_and_empty_members_and_keeps_zero_and_false():
+    from cds_hooks.cards import prune
+
+    card = {"summary": "s", "detail": "", "count": 0, "flag": False, "links": [], "source": {"topic": None},
+            "suggestions": [{"label": "x", "actions": [{}, None, {"resource": {"a": [[], {"b": ""}]}}]}],
+            "extension": {"nested": {"deeper": [None]}}}
+    assert prune(card) == {"summary": "s", "count": 0, "flag": False, "suggestions": [{"label": "x"}]}
+    assert prune([None, "", {}, [[]], 0]) == [0]
+
+
 def test_resp_3_no_guidance_is_empty_cards(client):
     response = post(client, patient_view_request(prefetch={"patientToGreet": None, "hemoglobin": None}))
     assert response.status_code == 200
