@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import functools
 import re
+import types
+import typing
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -200,21 +202,49 @@ def validate(
     data: Any = dict(raw) if elements is None else {k: raw[k] for k in elements if k in raw}
     try:
         # The same resources come back at patient-view, order-select and order-sign: validate each
-        # distinct content once per process. The key is the canonical JSON of what gets validated
-        # (orjson: the key is built at every call, so it must cost far less than the validation it saves).
-        key = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+        # distinct content once per process, keyed by the canonical JSON of what gets validated.
+        content = _Content(data)
     except TypeError:
         return _validate_uncached(model, data, max_repairs)
-    return _validate_cached(model, key, max_repairs)
+    return _validate_cached(model, content, max_repairs)
+
+
+class _Content:
+    """A cache key: the canonical JSON of a value (orjson: it is built at every call, so it must cost far
+    less than the validation it saves). It carries the value itself to the cached function, which takes
+    it, so a miss needs no second parse and the cache keeps no request JSON."""
+
+    __slots__ = ("canonical", "value", "_hash")
+
+    def __init__(self, value: Any):
+        self.canonical = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        self.value = value
+        self._hash = hash(self.canonical)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Content) and self.canonical == other.canonical
+
+    def take(self) -> Any:
+        value, self.value = self.value, None
+        return value
 
 
 @functools.lru_cache(maxsize=8192)
-def _validate_cached(model: Any, key: bytes, max_repairs: int) -> tuple[Any | None, str | None]:
+def _validate_cached(model: Any, content: _Content, max_repairs: int) -> tuple[Any | None, str | None]:
     """Cached :func:`validate`. The models it returns are shared between calls: callers only read them."""
-    return _validate_uncached(model, orjson.loads(key), max_repairs)
+    return _validate_uncached(model, content.take(), max_repairs)
 
 
 def _validate_uncached(model: Any, data: Any, max_repairs: int) -> tuple[Any | None, str | None]:
+    composed = _with_validated_elements(model, data)
+    if composed is not None:
+        try:
+            return model.model_validate(composed), None
+        except (ValidationError, TypeError, ValueError):
+            pass  # the whole-resource path below repairs what it can and explains the rest
     copied = False  # nested values are still the request's own until the first repair
     for _ in range(max_repairs + 1):
         try:
@@ -230,3 +260,77 @@ def _validate_uncached(model: Any, data: Any, max_repairs: int) -> tuple[Any | N
         except (TypeError, ValueError) as exc:  # fhir.resources raises plain errors for some shapes
             return None, str(exc).splitlines()[0][:160]
     return None, "could not be repaired"
+
+
+# ------------------------------------------------------------------------------ element cache
+# A patient seen for the first time brings resources no cache holds, but their complex elements are
+# mostly ones every patient has: the LOINC coding of a potassium result, an "active" clinicalStatus, a
+# lab's reference range, an EHR's sig template. Each distinct element is validated once per process and
+# the validated instance is handed to the resource model, which takes model instances as they are.
+
+
+def _element_model(annotation: Any) -> tuple[Any, bool] | None:
+    """(model class, repeats?) of a complex element's annotation; ``None`` for primitives."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        present = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(present) != 1:
+            return None
+        annotation = present[0]
+    repeats = typing.get_origin(annotation) in (list, typing.List)  # noqa: UP006 (what the models use)
+    if repeats:
+        annotation = typing.get_args(annotation)[0]
+    klass = getattr(annotation, "get_model_klass", None)
+    return (klass(), repeats) if callable(klass) else None
+
+
+@functools.cache  # one entry per resource model class
+def _complex_elements(model: Any) -> dict[str, tuple[Any, bool]]:
+    found = {}
+    for name, info in model.model_fields.items():
+        element = _element_model(info.annotation)
+        if element is not None:
+            found[info.alias or name] = element
+    return found
+
+
+@functools.lru_cache(maxsize=16384)
+def _validated_element(klass: Any, content: _Content) -> Any | None:
+    try:
+        return klass.model_validate(content.take())
+    except (ValidationError, TypeError, ValueError):
+        return None  # the whole-resource path repairs it or says why
+
+
+def _element(klass: Any, value: Any) -> Any | None:
+    if not isinstance(value, dict):
+        return None
+    try:
+        return _validated_element(klass, _Content(value))
+    except TypeError:
+        return None
+
+
+def _with_validated_elements(model: Any, data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``data`` with each complex element replaced by its validated instance (cached per distinct
+    element); ``None`` if any element does not validate on its own."""
+    elements = _complex_elements(model)
+    composed: dict[str, Any] = {}
+    for name, value in data.items():
+        spec = elements.get(name)
+        if spec is None or value is None:
+            composed[name] = value
+            continue
+        klass, repeats = spec
+        if repeats:
+            if not isinstance(value, list):
+                return None
+            items = [_element(klass, item) for item in value]
+            if any(item is None for item in items):
+                return None
+            composed[name] = items
+        else:
+            instance = _element(klass, value)
+            if instance is None:
+                return None
+            composed[name] = instance
+    return composed
