@@ -409,15 +409,16 @@ class _Sources:
 
     by_type: dict[str, list[tuple[JSON, bool]]] = field(default_factory=dict)
     medications_by_ref: dict[str, JSON] = field(default_factory=dict)
-    seen: set[str] = field(default_factory=set)
+    seen: set[tuple[str, str]] = field(default_factory=set)
 
     def add(self, resource: Mapping[str, Any], from_draft_orders: bool, full_url: str | None = None) -> None:
+        # Called for every resource of the request: kept to plain dict and set operations.
         rtype = resource.get("resourceType")
-        if not isinstance(rtype, str):
+        if type(rtype) is not str:
             return
         rid = resource.get("id")
-        if isinstance(rid, str) and rid:
-            key = f"{rtype}/{rid}"
+        if type(rid) is str and rid:
+            key = (rtype, rid)
             if key in self.seen:
                 return
             self.seen.add(key)
@@ -472,9 +473,10 @@ def _map_legacy_order(resource: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 def collect_sources(request: HookRequest) -> _Sources:
     sources = _Sources()
+    add = sources.add
     for key in request.prefetch:
         for resource in request.prefetch.resources(key):
-            sources.add(resource, from_draft_orders=False)
+            add(resource, False)
     draft = request.context.get("draftOrders")
     for resource in resources_in_bundle(draft):
         if resource.get("resourceType") == "Medication":
@@ -714,11 +716,18 @@ _SYMPTOM_CODE_VALUESETS = (*SYMPTOM_VALUESETS, VS.SYMPTOM_OBSERVATION_CODE)
 
 
 def classify_observation_code(concept: Any) -> tuple[tuple[str, Coded] | None, bool]:
+    if type(concept) is dict:  # the usual shape, one coding, keyed cheaply (called for every Observation)
+        coding = concept.get("coding")
+        if type(coding) is list and len(coding) == 1 and type(coding[0]) is dict:
+            key: tuple[Any, ...] = (coding[0].get("system"), coding[0].get("code"))
+            hit = _OBSERVATION_CODE_CACHE.get(key)
+            if hit is not None:
+                return hit
     if not isinstance(concept, Mapping):
         return None, False
     coding = concept.get("coding")
-    if type(coding) is list and len(coding) == 1 and type(coding[0]) is dict:  # the usual shape, keyed cheaply
-        key: tuple[Any, ...] = (coding[0].get("system"), coding[0].get("code"))
+    if type(coding) is list and len(coding) == 1 and type(coding[0]) is dict:
+        key = (coding[0].get("system"), coding[0].get("code"))
     else:
         items = coding if isinstance(coding, list) else [coding]
         key = tuple((c.get("system"), c.get("code")) for c in items if isinstance(c, Mapping))
@@ -747,7 +756,10 @@ def select_observations(sources: _Sources) -> tuple[Candidates, Candidates]:
         if when is None:
             continue
         if lab is not None:
-            lab_candidates.setdefault(lab[0], []).append((when, raw, lab[1]))
+            found = lab_candidates.get(lab[0])
+            if found is None:
+                found = lab_candidates[lab[0]] = []
+            found.append((when, raw, lab[1]))
             continue
         if status in SYMPTOM_OBSERVATION_STATUSES and not is_negated(raw):
             for kind, coded in _symptom_match(raw).items():
