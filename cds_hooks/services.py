@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Blueprint, Response, g, request
 
+from . import collector
 from .app import CDSHooks, json_response, state
 from .cards import prune
 from .errors import InvalidRequest, PreconditionFailed, UnknownService
@@ -54,6 +55,12 @@ def call_service(service_id: str) -> Response:
     by_hook = find_service(cds, service_id)
     client = authenticate(cds, [cds.audience(f"/cds-services/{service_id}")])
     body = read_json_body()
+    with collector.body_held():  # a parsed body has no cycles: keep the collector from walking it
+        return answer(cds, by_hook, service_id, body, client)
+
+
+def answer(cds: CDSHooks, by_hook: dict[str, ServiceDefinition], service_id: str, body: dict[str, Any],
+           client: Any) -> Response:
     hook = body.get("hook")
     service = by_hook.get(hook) if isinstance(hook, str) else None
     if service is None:
