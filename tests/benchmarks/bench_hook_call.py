@@ -1,6 +1,6 @@
 """Benchmark of one whole hook call, in process: request bytes in, response bytes out, through the Flask
-app (``cds_hooks.create_app`` with the lupus plugin), compared with ``json.loads`` of the same body in
-the same run.
+app (``cds_hooks.create_app`` with the lupus plugin, called through WSGI as gunicorn calls it), compared
+with the standard library's ``json.loads`` of the same body in the same run.
 
 Not a pytest test (run it as a script)::
 
@@ -8,11 +8,21 @@ Not a pytest test (run it as a script)::
 
 Patients:
 
-- typical: about 200 resources (~120 KB): SLE, fasciculation and 20 other Conditions, ~150 lab
+- typical: about 200 resources (~150 KB): SLE, fasciculation and 20 other Conditions, ~150 lab
   Observations over two years, medicines, orders.
-- heavy: 5,000+ lab Observations (~3 MB), daily panels over years, as a long-stay patient's record.
+- heavy: 5,000+ lab Observations (~4 MB), daily panels over years, as a long-stay patient's record.
 
-Targets: typical <= 3x ``json.loads``, heavy <= 2x. Exit status 1 when a target is missed.
+Calls measured, each as a median:
+
+- first call for a patient: every run is another patient (other ids, values and times, same shape), so
+  nothing cached for one patient's resources answers for the next; what a running service keeps for all
+  patients alike (value sets, validated codings and reference ranges) is warm. Compared with
+  ``json.loads`` of those same new bodies, sampled in turn with the calls. This is patient-view.
+- repeat call: the same request again (order-select and order-sign bring the same record back).
+- first call after start-up: every content cache emptied first. Reported, not a target: it is paid
+  once per process, not once per patient.
+
+Targets (first and repeat call): typical <= 3x ``json.loads``, heavy <= 2x. Exit status 1 when missed.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from cds_hooks import create_app, hookimpl  # noqa: E402
-from plugin import fhirdata, hooks  # noqa: E402
+from plugin import facts, fhirdata, hooks, medications, terminology  # noqa: E402
 
 NOW = datetime(2025, 3, 15, 12, 0, tzinfo=UTC)
 PATIENT_ID = "bench-1"
@@ -255,15 +265,57 @@ def patient_request(labs_per_code: int, spacing_days: float) -> dict[str, Any]:
     }
 
 
+def as_new_patient(request: dict[str, Any], number: int) -> dict[str, Any]:
+    """The same record for another patient: other ids, values a little different, times ``number``
+    minutes earlier. Nothing cached for one patient's resources answers for another's, while what a
+    running service keeps for every patient alike (value sets, codings, units) stays warm."""
+    shift = timedelta(minutes=number)
+
+    def renew(value: Any, key: str | None = None) -> Any:
+        if isinstance(value, dict):
+            return {k: renew(v, k) for k, v in value.items()}
+        if isinstance(value, list):
+            return [renew(v) for v in value]
+        if isinstance(value, str):
+            if key == "id" or key == "patientId" or key == "fullUrl" or key == "reference":
+                return value.replace(PATIENT_ID, f"{PATIENT_ID}-{number}") + (f"-{number}" if key == "id" else "")
+            if len(value) == 20 and value.endswith("Z") and value[10] == "T":
+                return iso(datetime.fromisoformat(value.replace("Z", "+00:00")) - shift)
+        return value
+
+    renewed = renew(request)
+    for resources in renewed["prefetch"].values():
+        for entry in resources.get("entry", []) if resources.get("resourceType") == "Bundle" else []:
+            quantity = entry["resource"].get("valueQuantity")
+            if quantity:  # another result; the lab's reference range stays the lab's
+                quantity["value"] = round(quantity["value"] + number * 0.001, 3)
+    renewed["hookInstance"] = str(uuid.uuid4())
+    return renewed
+
+
+def seconds(action) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
 def median_seconds(action, runs: int) -> float:
     """Median wall time of ``action``. No forced ``gc.collect()`` between runs: garbage collection debt
-    from parsing a big body is part of the cost, and it falls on both sides of the comparison alike."""
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        action()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    from parsing a big body is part of the cost, and it falls on both sides of the comparison alike
+    (a forced collect would also empty the CPU caches before every sample, which no server does)."""
+    return statistics.median(seconds(action) for _ in range(runs))
+
+
+def clear_content_caches() -> None:
+    """Empty the plugin's bounded caches of request content (validated models, parsed dates, code and
+    product-name look-ups), as in a process that has just started. Unbounded ``functools.cache`` entries
+    are the value sets and tables read from disk once at start-up, and stay."""
+    for module in (fhirdata, facts, medications, terminology):
+        for value in vars(module).values():
+            parameters = getattr(value, "cache_parameters", None)
+            if parameters is not None and parameters()["maxsize"] is not None:
+                value.cache_clear()
+    facts._OBSERVATION_CODE_CACHE.clear()
 
 
 def noop_plugin() -> Any:
@@ -292,11 +344,12 @@ def build_app(plugin: Any) -> Any:
     )
 
 
-def measure(name: str, body: bytes, clients: dict[str, Any], runs: int, target: float) -> bool:
+def measure(name: str, request: dict[str, Any], clients: dict[str, Any], runs: int, target: float) -> bool:
     url = f"/cds-services/{SERVICE}"
     headers = {"Content-Type": "application/json"}
+    body = json.dumps(request).encode()
 
-    def hook_call(client: Any) -> bytes:
+    def hook_call(client: Any, body: bytes = body) -> bytes:
         # Straight through the WSGI interface, as gunicorn calls the app: request bytes in, response bytes
         # out (the Flask test client's own request building would add ~0.1 ms that no server pays).
         environ = {"REQUEST_METHOD": "POST", "PATH_INFO": url, "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8080",
@@ -309,43 +362,50 @@ def measure(name: str, body: bytes, clients: dict[str, Any], runs: int, target: 
         assert status[0].startswith("200"), response[:500]
         return response
 
-    parsed = json.loads(body)
     resources = sum(
-        len(v.get("entry", [])) if v.get("resourceType") == "Bundle" else 1
-        for v in parsed["prefetch"].values()
+        len(v.get("entry", [])) if v.get("resourceType") == "Bundle" else 1 for v in request["prefetch"].values()
     )
-    del parsed
     cards = json.loads(hook_call(clients["lupus"]))["cards"]  # warm-up, and a look at the answer
+    topics = [c["source"]["topic"]["code"] for c in cards]
     hook_call(clients["noop"])
     loads = median_seconds(lambda: json.loads(body), runs)
     call = median_seconds(lambda: hook_call(clients["lupus"]), runs)
     protocol = median_seconds(lambda: hook_call(clients["noop"]), runs)
 
-    def cold_call() -> bytes:  # a patient seen for the first time: no validated model cached yet
-        fhirdata._validate_cached.cache_clear()
-        fhirdata._parse_datetime_text.cache_clear()
+    # First calls: each run is a patient the service has not seen. Their bodies differ, so they are
+    # compared with the standard parse of those same bodies, each parsed once, in turn with the calls
+    # (a parse's garbage-collection debt then falls on both sides alike).
+    new_bodies = [json.dumps(as_new_patient(request, n + 1)).encode() for n in range(runs)]
+    firsts, first_loads = [], []
+    answers = []
+    for new_body in new_bodies:
+        first_loads.append(seconds(lambda b=new_body: json.loads(b)))
+        firsts.append(seconds(lambda b=new_body: answers.append(hook_call(clients["lupus"], b))))
+    for answer in answers:
+        assert [c["source"]["topic"]["code"] for c in json.loads(answer)["cards"]] == topics
+    first = statistics.median(firsts)
+    first_ratio = first / statistics.median(first_loads)  # both sides sampled in turn, in one stream
+
+    def process_start_call() -> bytes:  # as if the process had just started: every content cache empty
+        clear_content_caches()
         return hook_call(clients["lupus"])
 
-    cold = median_seconds(cold_call, runs)
+    cold = median_seconds(process_start_call, runs)
     ratio = call / loads
-    verdict = "OK" if ratio <= target else "MISSED"
-    print(
-        f"{name}: {resources} resources, {len(body) / 1024:.0f} KB; cards "
-        f"{[c['source']['topic']['code'] for c in cards]}"
-    )
-    print(f"  json.loads            {loads * 1000:8.2f} ms")
-    print(
-        f"  whole hook call       {call * 1000:8.2f} ms  = {ratio:4.2f}x json.loads (target <= {target:g}x) "
-        f"{verdict}"
-    )
-    print(
-        f"    protocol layer only {protocol * 1000:8.2f} ms  = {protocol / loads:4.2f}x (same app, no-op "
-        "plugin)"
-    )
-    print(f"    lupus plugin share  {(call - protocol) * 1000:8.2f} ms  = {(call - protocol) / loads:4.2f}x")
-    print(f"  first call for a patient {cold * 1000:5.2f} ms  = {cold / loads:4.2f}x (caches cleared; the same "
-          "resources return at patient-view, order-select and order-sign)")
-    return ratio <= target
+    verdict = "OK" if max(ratio, first_ratio) <= target else "MISSED"
+    print(f"{name}: {resources} resources, {len(body) / 1024:.0f} KB; cards {topics}")
+    print(f"  json.loads of the body     {loads * 1000:8.2f} ms")
+    print(f"  first call for a patient   {first * 1000:8.2f} ms  = {first_ratio:4.2f}x json.loads of those bodies "
+          f"({statistics.median(first_loads) * 1000:.2f} ms, sampled in turn)   target <= {target:g}x")
+    print(f"  repeat call, same request  {call * 1000:8.2f} ms  = {ratio:4.2f}x json.loads of the body"
+          f"{' ' * 34}target <= {target:g}x")
+    print(f"    protocol layer only      {protocol * 1000:8.2f} ms  = {protocol / loads:4.2f}x (same app, no-op "
+          "plugin)")
+    print(f"    lupus plugin share       {(call - protocol) * 1000:8.2f} ms  = {(call - protocol) / loads:4.2f}x")
+    print(f"  first call after start-up  {cold * 1000:8.2f} ms  = {cold / loads:4.2f}x (every cache empty: "
+          "once per process, not a target)")
+    print(f"  {verdict}")
+    return verdict == "OK"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -355,8 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.disable(logging.INFO)  # the app logs each call; a benchmark measures work, not log volume
     clients = {"lupus": build_app(hooks).test_client(), "noop": build_app(noop_plugin()).test_client()}
-    typical = json.dumps(patient_request(labs_per_code=21, spacing_days=35)).encode()
-    heavy = json.dumps(patient_request(labs_per_code=640, spacing_days=1.2)).encode()
+    typical = patient_request(labs_per_code=21, spacing_days=35)
+    heavy = patient_request(labs_per_code=640, spacing_days=1.2)
     ok = measure("typical", typical, clients, args.runs_typical, 3.0)
     ok = measure("heavy", heavy, clients, args.runs_heavy, 2.0) and ok
     return 0 if ok else 1
