@@ -763,6 +763,7 @@ def finding_lines(finding: Finding, facts: PatientFacts, settings: Settings) -> 
             lines.append(lab_line(data["preliminary"], "Preliminary CK") + " (not final: not counted)")
         if data.get("ck_mb"):
             lines.append(lab_line(data["ck_mb"], "CK-MB") + " (not total CK: not counted)")
+        lines.extend(f"Can cause a toxic myopathy and raise CK: {med_line(m)}" for m in data.get("myotoxic", ()))
         lines.extend(f"Known myositis/myopathy: {condition_line(c)}" for c in data.get("myositis", ()))
         lines.extend(f"Supporting symptom: {symptom_line(s)}" for s in data.get("supporting", ()))
     elif topic in (ELECTROLYTE_TESTING, ELECTROLYTE_ABNORMAL):

@@ -347,7 +347,7 @@ class PatientFacts:
     symptoms: tuple[SymptomFact, ...]
     labs: LabResults
     orders: tuple[OrderFact, ...]
-    medications: tuple[MedicationFact, ...]
+    medications: Medications
     gaps: tuple[str, ...] = ()
     #: resources skipped as invalid; a list because lab results are validated when first read
     skipped: list[str] = field(default_factory=list)
@@ -372,7 +372,7 @@ class PatientFacts:
         return tuple(o for o in self.orders if o.kind == kind)
 
     def medications_in(self, cls: str) -> tuple[MedicationFact, ...]:
-        return tuple(m for m in self.medications if cls in m.classes)
+        return self.medications.in_class(cls)
 
 
 # ------------------------------------------------------------------------------------ code matching
@@ -974,8 +974,36 @@ def _duration_days(duration: Mapping[str, Any]) -> float | None:
     return None if per_day is None else float(value) * per_day
 
 
-def build_medications(sources: _Sources, now: datetime, notes: list[str]) -> list[MedicationFact]:
-    facts = []
+class Medications:
+    """The medicines in the classes the rules read, validated a class at a time when a rule first asks
+    for that class: a patient's statin is never validated unless a rule looks at myotoxic medicines.
+    An invalid one is skipped with a note. Answers are memoised, so the snapshot never changes."""
+
+    def __init__(self, candidates: list[tuple[MedicationFact, Mapping[str, Any], Any]], notes: list[str]):
+        self._candidates = candidates  # (fact, raw resource, model class)
+        self._notes = notes
+        self._by_class: dict[str, tuple[MedicationFact, ...]] = {}
+        self._valid: dict[int, bool] = {}  # id(raw) -> passed validation
+
+    def in_class(self, cls: str) -> tuple[MedicationFact, ...]:
+        found = self._by_class.get(cls)
+        if found is None:
+            found = self._by_class[cls] = tuple(
+                fact for fact, raw, model in self._candidates if cls in fact.classes and self._check(fact, raw, model))
+        return found
+
+    def _check(self, fact: MedicationFact, raw: Mapping[str, Any], model_cls: Any) -> bool:
+        key = id(raw)  # the raw dicts live as long as the request, and so does this snapshot
+        if key not in self._valid:
+            model, problem = validate(model_cls, raw, MEDICATION_ELEMENTS)
+            if model is None:
+                self._notes.append(f"{fact.resource_type}/{raw.get('id', '?')} skipped: not valid FHIR R4 ({problem})")
+            self._valid[key] = model is not None
+        return self._valid[key]
+
+
+def build_medications(sources: _Sources, now: datetime, notes: list[str]) -> Medications:
+    candidates = []
     for rtype, model_cls in _MED_MODELS.items():
         for raw, from_draft in sources.of(rtype):
             if raw.get("status") in {"entered-in-error", "cancelled", "not-taken"}:
@@ -986,10 +1014,6 @@ def build_medications(sources: _Sources, now: datetime, notes: list[str]) -> lis
             classes = frozenset(c for c in MEDICATION_CLASSES if medications.has_ingredient_in(info, c))
             if not classes:
                 continue
-            model, problem = validate(model_cls, raw, MEDICATION_ELEMENTS)
-            if model is None:
-                notes.append(f"{rtype}/{raw.get('id', '?')} skipped: not valid FHIR R4 ({problem})")
-                continue
             started, course_end = medication_dates(raw)
             dosages = tuple(
                 d
@@ -998,21 +1022,20 @@ def build_medications(sources: _Sources, now: datetime, notes: list[str]) -> lis
                 )
                 if isinstance(d, Mapping)
             )
-            facts.append(
-                MedicationFact(
-                    info=info,
-                    classes=classes,
-                    resource_type=rtype,
-                    resource_id=str(raw.get("id", "")),
-                    status=raw.get("status"),
-                    current=medications.is_current(raw, now, include_draft=from_draft),
-                    from_draft_orders=from_draft,
-                    started=started,
-                    course_end=course_end,
-                    dosages=dosages,
-                )
+            fact = MedicationFact(
+                info=info,
+                classes=classes,
+                resource_type=rtype,
+                resource_id=str(raw.get("id", "")),
+                status=raw.get("status"),
+                current=medications.is_current(raw, now, include_draft=from_draft),
+                from_draft_orders=from_draft,
+                started=started,
+                course_end=course_end,
+                dosages=dosages,
             )
-    return facts
+            candidates.append((fact, raw, model_cls))
+    return Medications(candidates, notes)
 
 
 # ------------------------------------------------------------------------------------------ patient
@@ -1054,7 +1077,7 @@ def build_facts(request: HookRequest, gate: Callable[[PatientFacts], bool] | Non
         symptoms=symptoms,
         labs=LabResults({}, notes),
         orders=(),
-        medications=(),
+        medications=Medications([], notes),
         gaps=tuple(request.prefetch.gaps()),
         skipped=notes,
         missing_keys=missing,
@@ -1062,5 +1085,5 @@ def build_facts(request: HookRequest, gate: Callable[[PatientFacts], bool] | Non
     if gate is not None and not gate(facts):
         return facts
     orders = tuple(build_orders(sources, notes))
-    meds = tuple(build_medications(sources, request.now, notes))
+    meds = build_medications(sources, request.now, notes)
     return replace(facts, labs=LabResults(lab_candidates, notes), orders=orders, medications=meds)

@@ -100,7 +100,8 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "'monitor' wording if myositis is known; 'repeat' wording if an older CK exists).",
             "CK > ULN: warning 'evaluate for lupus myositis'; >= marked multiple: also suggests creatinine "
             "(if none within the creatinine window) and urinalysis; >= critical multiple: critical "
-            "'possible rhabdomyolysis'.",
+            "'possible rhabdomyolysis'. The detail names current medicines that cause a toxic myopathy "
+            "(statins, hydroxychloroquine/chloroquine, colchicine) as a cause to weigh.",
             "CK <= ULN: no CK card; the value is shown in the other cards.",
         ),
         settings=(
@@ -120,9 +121,11 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "muscle-weakness",
             "myalgia",
             "creatinine",
+            "myotoxic-drugs",
         ),
         evidence=(
             "EULAR/ACR 2017 IIM criteria (CK above ULN is a criterion item).",
+            "Statins, hydroxychloroquine and colchicine cause toxic (neuro)myopathy (CPIC; CLINICAL-CONTENT 3.1).",
             "Rhabdomyolysis: CK > 5x ULN (RCEM / StatPearls); 10x ULN stricter threshold.",
             "Mayo CK reference ranges; exercise and IM injections raise CK.",
         ),

@@ -238,7 +238,10 @@ def ck_rule(facts: PatientFacts, settings: Settings) -> Finding | None:
         if recent.canonical <= uln:
             return None
         ratio = recent.canonical / uln
-        data.update(ck=recent, uln=uln, uln_source=uln_source, ratio=ratio)
+        # Statins, hydroxychloroquine and colchicine cause a toxic myopathy (section 3.1): a cause to
+        # weigh before lupus myositis, named in the detail.
+        data.update(ck=recent, uln=uln, uln_source=uln_source, ratio=ratio,
+                    myotoxic=current_medications(facts, VS.MYOTOXIC))
         orders: tuple[str, ...] = ()
         if ratio >= settings.ck_marked_multiple:
             creatinine = latest_final(facts, "creatinine", settings.rhabdo_creatinine_days)

@@ -637,6 +637,40 @@ def test_results_outside_the_window_are_never_validated(monkeypatch):
     assert old_k["id"] not in validated and old_mg["id"] not in validated
 
 
+def test_ck_elevated_names_current_myotoxic_medicines():
+    """Statins and hydroxychloroquine cause a toxic myopathy (CLINICAL-CONTENT 3.1): a cause to weigh."""
+    statin = b.medication_request("617312", "atorvastatin 10 MG Oral Tablet")
+    hcq = b.medication_request("979092", "Hydroxychloroquine Sulfate 200 MG Oral Tablet")
+    detail = card(run(baseline(b.ck(1540), statin, hcq)), CK_ELEVATED)["detail"]
+    assert detail.count("Can cause a toxic myopathy and raise CK") == 2
+    assert statin["id"] in detail and hcq["id"] in detail
+
+
+def test_medicines_no_rule_reads_are_not_validated(monkeypatch):
+    """With CK not elevated, no rule looks at myotoxic medicines: the statin is never validated."""
+    from plugin import facts
+
+    validated, real = [], facts.validate
+
+    def spy(model, raw, *args):
+        validated.append(raw.get("id"))
+        return real(model, raw, *args)
+
+    monkeypatch.setattr(facts, "validate", spy)
+    statin = b.medication_request("617312", "atorvastatin 10 MG Oral Tablet")
+    prednisone = b.medication_request("312615", "predniSONE 20 MG Oral Tablet")
+    run(baseline(b.ck(100), statin, prednisone))
+    assert prednisone["id"] in validated and statin["id"] not in validated
+
+
+def test_invalid_medicine_is_skipped_with_a_note_when_read():
+    broken = b.medication_request("312615", "predniSONE 60 MG Oral Tablet")
+    broken["authoredOn"] = "last tuesday"
+    cards = run(baseline(broken))
+    assert "steroid-review" not in topics(cards)
+    assert any(f"MedicationRequest/{broken['id']} skipped: not valid FHIR R4" in c["detail"] for c in cards)
+
+
 def test_timezone_less_datetime_and_single_object_arrays_are_tolerated():
     ck = b.ck(1540)
     ck["effectiveDateTime"] = ck["effectiveDateTime"].rstrip("Z")
