@@ -342,7 +342,9 @@ class PatientFacts:
     patient_id: str | None
     hook: str
     now: datetime
-    sex: str | None
+    #: the patient's administrative sex, read (and the Patient validated) only if a rule asks: the CK
+    #: rule needs it only for a result without its own reference range
+    sex_of: Callable[[], str | None]
     conditions: tuple[ConditionFact, ...]
     symptoms: tuple[SymptomFact, ...]
     labs: LabResults
@@ -356,6 +358,10 @@ class PatientFacts:
     @property
     def notes(self) -> tuple[str, ...]:
         return tuple(self.skipped)
+
+    @property
+    def sex(self) -> str | None:
+        return self.sex_of()
 
     def conditions_in(self, kind: str) -> tuple[ConditionFact, ...]:
         return tuple(c for c in self.conditions if kind in c.kinds)
@@ -1072,7 +1078,7 @@ def build_facts(request: HookRequest, gate: Callable[[PatientFacts], bool] | Non
         patient_id=request.patient_id,
         hook=request.hook,
         now=request.now,
-        sex=patient_sex(sources, notes),
+        sex_of=functools.cache(lambda: patient_sex(sources, notes)),
         conditions=tuple(conditions),
         symptoms=symptoms,
         labs=LabResults({}, notes),

@@ -663,6 +663,23 @@ def test_medicines_no_rule_reads_are_not_validated(monkeypatch):
     assert prednisone["id"] in validated and statin["id"] not in validated
 
 
+@pytest.mark.parametrize("ref_high, patient_read", [(200, False), (None, True)])
+def test_patient_is_validated_only_when_its_sex_is_needed(monkeypatch, ref_high, patient_read):
+    """The CK rule needs the patient's sex only for a result without its own reference range."""
+    from plugin import facts
+
+    validated, real = [], facts.validate
+
+    def spy(model, raw, *args):
+        validated.append(raw.get("resourceType"))
+        return real(model, raw, *args)
+
+    monkeypatch.setattr(facts, "validate", spy)
+    cards = run(baseline(b.ck(1540, ref_high=ref_high)))
+    assert CK_ELEVATED in topics(cards)
+    assert ("Patient" in validated) is patient_read
+
+
 def test_invalid_medicine_is_skipped_with_a_note_when_read():
     broken = b.medication_request("312615", "predniSONE 60 MG Oral Tablet")
     broken["authoredOn"] = "last tuesday"
