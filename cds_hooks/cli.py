@@ -27,7 +27,7 @@ def cli() -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8080, show_default=True, type=int, help="TCP port.")
-@click.option("--workers", default=None, type=int, help="Worker processes (default: from deploy/gunicorn.conf.py).")
+@click.option("--workers", default=None, type=int, help="Worker processes (default: from cds_hooks/gunicorn_conf.py).")
 def serve(host: str, port: int, workers: int | None) -> None:
     """Serve the API at http://HOST:PORT/cds-services with gunicorn (a production WSGI server)."""
     from .server import run_gunicorn

@@ -89,7 +89,7 @@ SETTINGS: dict[str, tuple[Any, str]] = {
         None, "gunicorn worker processes for `serve` (default: 2 x CPUs + 1, at most 8; `--workers` wins)."),
     "LUPUS_CDS_THREADS": (4, "Threads per gunicorn worker for `serve`."),
     "LUPUS_CDS_GUNICORN_CONF": (
-        None, "gunicorn config file for `serve` (default: `deploy/gunicorn.conf.py`)."),
+        None, "gunicorn config file for `serve` (default: `cds_hooks/gunicorn_conf.py`, shipped in the package)."),
 }
 
 

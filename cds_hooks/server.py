@@ -1,6 +1,6 @@
 """Runs the app under gunicorn, a production WSGI server, for ``lupus-cds serve``.
 
-Settings come from ``deploy/gunicorn.conf.py`` (or the file named by ``LUPUS_CDS_GUNICORN_CONF``);
+Settings come from ``cds_hooks/gunicorn_conf.py`` (or the file named by ``LUPUS_CDS_GUNICORN_CONF``);
 ``--host``, ``--port`` and ``--workers`` override it.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from gunicorn.app.base import Application
 
-DEFAULT_CONF = Path(__file__).resolve().parent.parent / "deploy" / "gunicorn.conf.py"
+DEFAULT_CONF = Path(__file__).resolve().parent / "gunicorn_conf.py"  # in the package: wheels have it too
 
 
 class _Server(Application):  # Application: it can read a config file

@@ -12,6 +12,7 @@ import shlex
 import subprocess
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
@@ -22,6 +23,7 @@ from cds_hooks import config as settings
 
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
+GUNICORN_CONF = ROOT / "cds_hooks" / "gunicorn_conf.py"
 #: the oldest Kubernetes minor still commonly supported by managed offerings
 K8S_VERSION = "1.30.0"
 COMPILERS = ("gcc", "g++", "clang", "build-essential", "make", "cc", "cpp", "libc6-dev", "python3-dev",
@@ -162,7 +164,7 @@ def test_dockerfile_final_stage_installs_no_compilers():
         assert "pip" not in " ".join(words), "the final stage installs nothing with pip (it copies the venv)"
 
 
-def test_dockerfile_copies_only_what_exists_and_uses_the_gunicorn_config():
+def test_dockerfile_copies_only_what_exists():
     for stage in dockerfile_stages():
         for op, args in stage["instructions"]:
             if op == "COPY" and not args.startswith("--from"):
@@ -170,8 +172,7 @@ def test_dockerfile_copies_only_what_exists_and_uses_the_gunicorn_config():
                 for source in sources:
                     assert (ROOT / source).exists(), source
     text = (DEPLOY / "Dockerfile").read_text()
-    assert "LUPUS_CDS_GUNICORN_CONF=/etc/cds-hooks/gunicorn.conf.py" in text
-    assert "COPY deploy/gunicorn.conf.py /etc/cds-hooks/gunicorn.conf.py" in text
+    assert "COPY cds_hooks ./cds_hooks" in text  # the gunicorn config travels inside the package
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text()
     assert ".venv" not in ignore or "!.venv" not in ignore  # context is an allow-list; .venv never sent
 
@@ -183,9 +184,40 @@ def load_gunicorn_conf() -> dict:
     code = ("import json, runpy, sys; c = runpy.run_path(sys.argv[1]); "
             "print(json.dumps({k: v if isinstance(v, (int, float, str, bool)) or v is None else repr(v) "
             "for k, v in c.items() if not k.startswith('_')}))")
-    out = subprocess.run([sys.executable, "-c", code, str(DEPLOY / "gunicorn.conf.py")], capture_output=True,
+    out = subprocess.run([sys.executable, "-c", code, str(GUNICORN_CONF)], capture_output=True,
                          text=True, check=True, env={"PATH": "/usr/bin:/bin"})
     return json.loads(out.stdout)
+
+
+def test_gunicorn_config_ships_inside_the_package():
+    """A wheel install (not only a checkout) serves with it: it is a module of ``cds_hooks``, which
+    setuptools packages whole, and ``serve`` finds it next to the code."""
+    import cds_hooks
+    from cds_hooks.server import DEFAULT_CONF
+
+    assert DEFAULT_CONF == GUNICORN_CONF and DEFAULT_CONF.is_file()
+    assert DEFAULT_CONF.parent == Path(cds_hooks.__file__).parent
+    assert not (DEPLOY / "gunicorn.conf.py").exists()  # one config, not two that drift
+
+
+def test_plain_gunicorn_reads_the_config_by_module_name(monkeypatch, tmp_path):
+    """What deploy/README.md tells people who run gunicorn themselves: ``-c python:cds_hooks.gunicorn_conf``."""
+    from gunicorn.app.base import Application
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+
+    class Probe(Application):
+        def init(self, parser, opts, args):
+            pass
+
+        def load_config(self):
+            self.load_config_from_module_name_or_filename("python:cds_hooks.gunicorn_conf")
+
+        def load(self):
+            raise AssertionError("not served")
+
+    cfg = Probe().cfg
+    assert cfg.worker_class_str == "gthread" and cfg.timeout < 30 and cfg.logger_class.__name__ == "JSONLogger"
 
 
 def test_gunicorn_config_timeouts_workers_and_hooks():
@@ -205,7 +237,7 @@ def test_gunicorn_access_log_has_no_query_string_and_is_json(monkeypatch, tmp_pa
 
     # set first, so the config does not create (and export) a metrics directory of its own here
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    namespace = runpy.run_path(str(DEPLOY / "gunicorn.conf.py"))
+    namespace = runpy.run_path(str(GUNICORN_CONF))
     cfg = Config()
     cfg.set("accesslog", "-")
     logger = namespace["JSONLogger"](cfg)

@@ -30,6 +30,18 @@ def test_every_documented_setting_exists():
     assert not unknown, f"README documents settings the code does not read: {unknown}"
 
 
+def test_each_setting_is_described_as_the_code_describes_it():
+    """The table is written from the descriptions in the code: a changed default or meaning shows here."""
+    from plugin import settings as plugin_settings
+
+    rows = {m.group(1): m.group(2).strip()
+            for m in re.finditer(r"^\| `(LUPUS_CDS_[A-Z0-9_]+)` \|[^|]*\|(.*)\|\s*$", README, re.MULTILINE)}
+    described = {name: description for name, (_, description) in config.SETTINGS.items()}
+    described |= {spec.key: spec.description for spec in plugin_settings.SETTINGS.values()}
+    drifted = sorted(name for name, description in described.items() if rows.get(name) != description)
+    assert not drifted, f"README rows differ from the code's descriptions: {drifted}"
+
+
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "deploy/bootstrap test" in README and "exec deploy/bootstrap test" in ci

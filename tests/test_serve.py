@@ -94,7 +94,7 @@ def test_default_workers_keep_replay_protection_without_redis(monkeypatch):
     """Without Redis each worker would have its own jti store, so serve defaults to one worker."""
     import runpy
 
-    conf = ROOT / "deploy" / "gunicorn.conf.py"
+    conf = ROOT / "cds_hooks" / "gunicorn_conf.py"
     for name in ("LUPUS_CDS_WORKERS", "LUPUS_CDS_REDIS_URL", "LUPUS_CDS_ALLOW_UNSIGNED"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/tmp")

@@ -1,5 +1,7 @@
-"""gunicorn settings used by ``lupus-cds serve`` (override any with ``--host/--port/--workers``), and by
-the container image (``gunicorn -c deploy/gunicorn.conf.py 'cds_hooks.app:create_app()'``).
+"""gunicorn settings used by ``lupus-cds serve`` (override any with ``--host/--port/--workers``, or name
+another file with ``LUPUS_CDS_GUNICORN_CONF``); plain gunicorn reads them with
+``gunicorn -c python:cds_hooks.gunicorn_conf 'cds_hooks.app:create_app()'``. They ship inside the package,
+so a wheel install serves with them too. gunicorn executes this file; nothing else imports it.
 
 EHRs give a hook call a few seconds (often 5-10 s) before they give up, so the worker timeout is set
 below what would keep a stuck call alive past that, while the service's own fetch budget is shorter.
