@@ -46,7 +46,7 @@ import pytest
 import requests
 
 from cds_hooks import ServiceDefinition, hookimpl
-from cds_hooks.fhir_server import stop_process
+from cds_hooks.fhir_server import FHIRServerError, LocalFHIRServer, stop_process
 from cds_hooks.prefetch import next_link, render_template
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,8 +215,11 @@ def write_smart_clients(path: Path, entries: list[dict[str, Any]]) -> Path:
 
 # --- SEKMET ---------------------------------------------------------------------------------------------
 
-class FHIRTestServer:
+class FHIRTestServer(LocalFHIRServer):
     """One SEKMET process: FHIR R4 at :attr:`base_url`, SMART token endpoint at :attr:`token_endpoint`.
+
+    The sandbox's launcher (:class:`cds_hooks.fhir_server.LocalFHIRServer`) starts and stops it; this
+    class adds SMART authorization to its settings, and the clients and tokens tests need.
 
     Registered SMART clients (all may ask for :data:`FULL_SCOPE`):
 
@@ -230,12 +233,10 @@ class FHIRTestServer:
     """
 
     def __init__(self, workdir: Path, *, token_lifetime: int = 300):
-        self.workdir = workdir
+        super().__init__(workdir, free_port(), executable=ensure_sekmet())
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
         self.jwks_port = free_port()
         self.root_url = f"http://127.0.0.1:{self.port}"
-        self.base_url = f"{self.root_url}/fhir"
         self.token_endpoint = f"{self.root_url}/auth/token"
         self.static_token = EHR_STATIC_TOKEN
         self.loader_token = LOADER_TOKEN
@@ -244,42 +245,19 @@ class FHIRTestServer:
         self.client_key = ClientKey.generate(keys, "cds-service", "RS384")
         self.es_client_key = ClientKey.generate(keys, "cds-service-es", "ES384")
         self.jwks_url = f"http://127.0.0.1:{self.jwks_port}/.well-known/jwks.json"
-        self.process: subprocess.Popen | None = None
-        self.log_path = workdir / "sekmet.log"
 
     def settings(self) -> dict[str, Any]:
-        return {
-            "base_url": self.base_url, "host": "127.0.0.1", "port": self.port,
-            "data_dir": str(self.workdir / "data"), "log_inbound": False,
-            "simulator": {"enabled": False},  # it would act on orders we load
-            "server_auth": {
-                "types": ["smart", "bearer"], "tokens": [self.loader_token, self.static_token],
-                "enforce_scopes": True, "token_lifetime": self.token_lifetime,
-                "smart_clients": [
-                    {"client_id": "cds-service", "jwks": self.client_key.public_jwks(), "scopes": FULL_SCOPE},
-                    {"client_id": "cds-service-es", "jwks": self.es_client_key.public_jwks(),
-                     "scopes": FULL_SCOPE},
-                    {"client_id": "cds-service-by-url", "jwks_url": self.jwks_url, "scopes": FULL_SCOPE},
-                ],
-            },
+        settings = super().settings()
+        settings["server_auth"] = {
+            "types": ["smart", "bearer"], "tokens": [self.loader_token, self.static_token],
+            "enforce_scopes": True, "token_lifetime": self.token_lifetime,
+            "smart_clients": [
+                {"client_id": "cds-service", "jwks": self.client_key.public_jwks(), "scopes": FULL_SCOPE},
+                {"client_id": "cds-service-es", "jwks": self.es_client_key.public_jwks(), "scopes": FULL_SCOPE},
+                {"client_id": "cds-service-by-url", "jwks_url": self.jwks_url, "scopes": FULL_SCOPE},
+            ],
         }
-
-    def start(self) -> FHIRTestServer:
-        executable = ensure_sekmet()
-        config = self.workdir / "settings.yaml"
-        config.write_text(json.dumps(self.settings(), indent=1))  # JSON is YAML
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen([str(executable), "serve", "-c", str(config)], cwd=self.workdir,
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_for_http(f"{self.base_url}/metadata", 60, self.process, self.log_path)
-        except TestbedError:
-            self.stop()
-            raise
-        return self
-
-    def stop(self) -> None:
-        stop_process(self.process)
+        return settings
 
     # -- data --
 
@@ -519,24 +497,25 @@ def hook_request(patient_id: str, prefetch: Mapping[str, Any] | None = None, **f
 
 # --- pytest fixtures -----------------------------------------------------------------------------------
 
-def _start_or_fail(server: Any) -> Any:
+def _start_or_fail(make: Any) -> Any:
+    """``make()`` (which may install the server) and start it, or fail the test with how to pre-install."""
     try:
-        return server.start()
-    except (TestbedError, OSError, subprocess.SubprocessError) as exc:
+        return make().start()
+    except (TestbedError, FHIRServerError, OSError, subprocess.SubprocessError) as exc:
         pytest.fail(f"test server could not start: {exc}\n(pre-install with: .venv/bin/python -m "
                     f"tests.fhir_testbed --install)", pytrace=False)
 
 
 @pytest.fixture(scope="session")
 def fhir_server(tmp_path_factory: Any) -> Iterator[FHIRTestServer]:
-    server = _start_or_fail(FHIRTestServer(tmp_path_factory.mktemp("sekmet")))
+    server = _start_or_fail(lambda: FHIRTestServer(tmp_path_factory.mktemp("sekmet")))
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
 def short_token_fhir_server(tmp_path_factory: Any) -> Iterator[FHIRTestServer]:
-    server = _start_or_fail(FHIRTestServer(tmp_path_factory.mktemp("sekmet-short"), token_lifetime=1))
+    server = _start_or_fail(lambda: FHIRTestServer(tmp_path_factory.mktemp("sekmet-short"), token_lifetime=1))
     yield server
     server.stop()
 
@@ -555,7 +534,8 @@ def oidc_provider_factory(tmp_path_factory: Any) -> Iterator[Any]:
     started: list[OIDCProvider] = []
 
     def start(client: ClientKey, scope: str, **kwargs: Any) -> OIDCProvider:
-        provider = _start_or_fail(OIDCProvider(tmp_path_factory.mktemp("oidc"), client, scope=scope, **kwargs))
+        provider = _start_or_fail(lambda: OIDCProvider(tmp_path_factory.mktemp("oidc"), client, scope=scope,
+                                                      **kwargs))
         started.append(provider)
         return provider
 
@@ -583,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
                 provider = OIDCProvider(Path(scratch) / "oidc", server.client_key, scope=FULL_SCOPE).start()
                 provider.stop()
                 print(f"oidc-provider started and answered at {provider.issuer}")
-    except TestbedError as exc:
+    except (TestbedError, FHIRServerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
