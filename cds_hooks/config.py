@@ -75,12 +75,13 @@ SETTINGS: dict[str, tuple[Any, str]] = {
         8, "FHIR requests in flight at once per process (the queries of one hook call run concurrently)."),
     "LUPUS_CDS_SANDBOX_FHIR_SERVERS": (
         "", "Comma-separated FHIR base URLs the service may call in unsigned sandbox mode "
-        "(`LUPUS_CDS_ALLOW_UNSIGNED`), with the request's `fhirAuthorization` or anonymously. Ignored "
-        "otherwise: then only a client's `fhir_servers` and `LUPUS_CDS_SMART_CLIENTS` servers are called."),
+        "(`LUPUS_CDS_ALLOW_UNSIGNED`), with the request's `fhirAuthorization`, the service's own SMART token "
+        "or anonymously. Ignored otherwise: then only the calling client's `fhir_servers` are called."),
     "LUPUS_CDS_SMART_CLIENTS": (
         None, "Path of the SMART Backend Services JSON file (`servers`: `fhir_server`, `client_id`, "
         "`private_key` PEM path, `kid`, `alg`, `scope`, optional `token_endpoint`): the service's own "
-        "registrations, used when the EHR sends no `fhirAuthorization`. Public keys are served at "
+        "registrations, used when the EHR sends no `fhirAuthorization`, for servers the caller may make the "
+        "service call (a registration alone lets no caller reach a server). Public keys are served at "
         "`/.well-known/jwks.json`. See deploy/SMART.md."),
     "LUPUS_CDS_SMART_TOKEN_REFRESH_MARGIN": (
         60, "A cached backend-services access token is replaced this many seconds (at most half its "

@@ -227,7 +227,13 @@ class FHIRFetcher:
     # -- policy --
 
     def allowed_base(self, fhir_server: Any, client: Any) -> str | None:
-        """The canonical base of ``fhir_server`` if the service may call it for ``client``, else None."""
+        """The canonical base of ``fhir_server`` if the service may call it for ``client``, else None.
+
+        Who may make the service call a server is the caller's own list: a signed client's
+        ``fhir_servers``, or the sandbox allowlist for unsigned calls. The service's SMART registrations
+        only say how to authenticate there; they grant no caller any reach. Otherwise any trusted client
+        could name another tenant's server and have the service read it with the service's own
+        credentials (a confused deputy), and learn that tenant's patient data from the cards."""
         if not isinstance(fhir_server, str):
             return None
         base = canonical_base(fhir_server.rstrip("/"))
@@ -239,8 +245,6 @@ class FHIRFetcher:
                                          for s in getattr(client, "fhir_servers", ()) or ())))
         elif self.allow_unsigned:
             allowed.update(self.sandbox_servers)
-        if self.backend is not None:
-            allowed.update(self.backend.servers())
         return base if base in allowed else None
 
     # -- the Fetcher interface --

@@ -319,7 +319,7 @@ def test_a_failing_token_endpoint_gives_412_within_the_budget(make_app, fault_se
     clients = write_smart_clients(tmp_path / "smart.json", [key.smart_clients_entry(fault_server.base_url,
                                                                                       "system/Patient.rs")])
     app = make_app(plugins=[ProbePlugin(templates("none"))], LUPUS_CDS_SMART_CLIENTS=str(clients),
-                   LUPUS_CDS_FHIR_BUDGET=BUDGET)
+                   LUPUS_CDS_SANDBOX_FHIR_SERVERS=fault_server.base_url, LUPUS_CDS_FHIR_BUDGET=BUDGET)
     started = time.monotonic()
     response = app.test_client().post("/cds-services/fetch-probe",
                                       json=hook_request(PATIENT, fhirServer=fault_server.base_url))

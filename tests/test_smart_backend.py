@@ -47,9 +47,11 @@ def no_token_request(fhir_server, patient_id, prefetch=None):
 
 @pytest.fixture
 def backend_app(make_app, fhir_server, tmp_path):
-    """Unsigned mode with no sandbox allowlist: only the SMART registration makes the server callable."""
+    """Unsigned mode, the server on the sandbox allowlist (who may make us call it) and registered for
+    SMART Backend Services (how we authenticate there)."""
     def build(scope=FULL_SCOPE, client=None, required=None, **config):
         clients = fhir_server.smart_clients_file(tmp_path / "smart-clients.json", scope, client)
+        config.setdefault("LUPUS_CDS_SANDBOX_FHIR_SERVERS", fhir_server.base_url)
         return make_app(plugins=[ProbePlugin(PROBE_TEMPLATES, required)], LUPUS_CDS_SMART_CLIENTS=str(clients),
                         **config)
     return build
@@ -100,6 +102,38 @@ def test_an_unregistered_key_gives_412(backend_app, fhir_server, testbed_patient
     assert call(app, no_token_request(fhir_server, testbed_patients["ada"])).status_code == 412
 
 
+class AsClient:
+    """Accepts every call as one verified client (this module tests fetching, not JWTs)."""
+
+    def __init__(self, fhir_servers):
+        from cds_hooks.auth import VerifiedClient
+
+        self.client = VerifiedClient("https://ehr-b.example.org", None, "jti", tuple(fhir_servers))
+
+    def verify(self, header, audiences):
+        return self.client
+
+
+def test_a_registration_gives_no_client_reach_to_that_server(backend_app, fhir_server, testbed_patients):
+    """Confused deputy: client B names the server our backend credentials are for (tenant A's). The
+    service must not read it for B with its own token, or B learns A's patient data from the cards."""
+    app = backend_app(authenticator=AsClient(["https://ehr-b.example.org/fhir"]), LUPUS_CDS_ALLOW_UNSIGNED=False)
+    response = call(app, no_token_request(fhir_server, testbed_patients["ada"]))
+    assert response.status_code == 412
+    assert backend_of(app).token_requests == 0  # not even a token was asked for
+
+    unsigned = backend_app(LUPUS_CDS_SANDBOX_FHIR_SERVERS="")  # anonymous callers: only the allowlist
+    assert call(unsigned, no_token_request(fhir_server, testbed_patients["ada"])).status_code == 412
+    assert backend_of(unsigned).token_requests == 0
+
+
+def test_a_client_listing_the_server_gets_the_backend_token_fetch(backend_app, fhir_server, testbed_patients):
+    app = backend_app(authenticator=AsClient([fhir_server.base_url]), LUPUS_CDS_ALLOW_UNSIGNED=False)
+    result = probe_result(call(app, no_token_request(fhir_server, testbed_patients["ada"])))
+    assert result["gaps"] == [] and len(result["keys"]["observations"]["resources"]) == 12
+    assert backend_of(app).token_requests == 1
+
+
 def test_a_cached_token_the_server_refuses_is_renewed_once(short_token_fhir_server, tmp_path):
     server = short_token_fhir_server
     ada = server.load("two-patients.json")["urn:uuid:7e57bed0-0000-4000-8000-000000000001"]
@@ -109,7 +143,7 @@ def test_a_cached_token_the_server_refuses_is_renewed_once(short_token_fhir_serv
     time.sleep(2.2)  # SEKMET now answers 401 "expired" to it; our cache still believes in it
     backend.cache.set(clients[0].cache_key, {"access_token": stale, "expires_at": time.time() + 600},
                       time.time() + 600)
-    fetcher = FHIRFetcher(backend=backend)
+    fetcher = FHIRFetcher(backend=backend, allow_unsigned=True, sandbox_servers=[server.base_url])
     from cds_hooks.fetch import FetchRequest
 
     result = fetcher.fetch(FetchRequest(server.base_url, None, ada, queries={"patient": f"Patient/{ada}"}))
@@ -144,7 +178,8 @@ class ServedApp:
 def test_jwks_is_published_and_registrable_by_url(make_app, fhir_server, testbed_patients, tmp_path):
     key = ClientKey.generate(tmp_path / "keys", "cds-service-by-url", "ES384")
     clients = fhir_server.smart_clients_file(tmp_path / "smart.json", client=key)
-    app = make_app(plugins=[ProbePlugin(PROBE_TEMPLATES)], LUPUS_CDS_SMART_CLIENTS=str(clients))
+    app = make_app(plugins=[ProbePlugin(PROBE_TEMPLATES)], LUPUS_CDS_SMART_CLIENTS=str(clients),
+                   LUPUS_CDS_SANDBOX_FHIR_SERVERS=fhir_server.base_url)
     published = app.test_client().get("/.well-known/jwks.json")
     assert published.status_code == 200
     jwks = published.get_json()

@@ -138,6 +138,7 @@ def build_app(workdir: Path, server: FHIRAndTokenServer, key: RSAKey) -> Any:
         "fhir_server": server.base_url, "client_id": "bench-service", "private_key": str(key_path),
         "kid": "bench-1", "alg": "RS384", "scope": "system/Observation.rs system/Condition.rs"}]}))
     return create_app({"LUPUS_CDS_ALLOW_UNSIGNED": True, "LUPUS_CDS_SMART_CLIENTS": str(clients),
+                       "LUPUS_CDS_SANDBOX_FHIR_SERVERS": server.base_url,  # who may make us call it
                        "LUPUS_CDS_DATABASE_URL": f"sqlite:///{workdir / 'feedback.sqlite3'}",
                        "LUPUS_CDS_LOG_FORMAT": "none", "LUPUS_CDS_ISSUED_CARDS_QUEUE": 0},
                       plugins=[BenchPlugin()])
