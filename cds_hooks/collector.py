@@ -15,6 +15,11 @@ So, for the duration of a hook call:
   ends. Objects are still freed by reference counting meanwhile; a reference cycle that happened to be
   young at that moment is merely collected later, with the oldest generation.
 
+While frozen, a reference cycle that becomes garbage cannot be collected. Calls that overlap keep the
+freeze, so a freeze is never held longer than :data:`MAX_FREEZE_SECONDS`: a call arriving later than
+that does not join it (it runs with the collector as usual), the calls inside finish, and the last one
+out unfreezes. A busy server therefore still collects at least every couple of seconds.
+
 If something else in the process has frozen objects (a pre-fork server doing ``gc.freeze()`` for
 copy-on-write), unfreezing would undo its work, so then nothing is frozen here at all.
 """
@@ -24,10 +29,16 @@ from __future__ import annotations
 import contextlib
 import gc
 import threading
+import time
 from collections.abc import Iterator
 
+#: the longest a freeze is held while calls keep overlapping (seconds)
+MAX_FREEZE_SECONDS = 2.0
+
 _lock = threading.Lock()
+_monotonic = time.monotonic
 _calls_holding = 0
+_frozen_at = 0.0
 #: somebody else froze objects: leave the permanent generation alone for good. (Decided once, because
 #: ``gc.get_freeze_count()`` walks the whole permanent generation.)
 _foreign_freeze = False
@@ -50,17 +61,21 @@ def paused() -> Iterator[None]:
 def body_held() -> Iterator[None]:
     """Enter after the body is parsed: everything alive now (the body included) is frozen until the
     last overlapping call leaves."""
-    global _calls_holding, _foreign_freeze
+    global _calls_holding, _foreign_freeze, _frozen_at
+    joined = False
     with _lock:
         if _calls_holding == 0 and not _foreign_freeze:
             _foreign_freeze = gc.get_freeze_count() > 0  # we always leave it empty: cheap to count
-        _calls_holding += 1
-        if not _foreign_freeze:
+            _frozen_at = _monotonic()
+        if not _foreign_freeze and (_calls_holding == 0 or _monotonic() - _frozen_at < MAX_FREEZE_SECONDS):
+            _calls_holding += 1
+            joined = True
             gc.freeze()
     try:
         yield
     finally:
-        with _lock:
-            _calls_holding -= 1
-            if _calls_holding == 0 and not _foreign_freeze:
-                gc.unfreeze()
+        if joined:
+            with _lock:
+                _calls_holding -= 1
+                if _calls_holding == 0:
+                    gc.unfreeze()

@@ -77,6 +77,28 @@ def test_overlapping_calls_release_when_the_last_one_leaves():
     assert gc.get_freeze_count() == 0
 
 
+def test_a_freeze_is_never_held_past_its_limit_by_calls_that_keep_coming(monkeypatch):
+    """Frozen cycles cannot be collected: a busy server must still unfreeze every couple of seconds."""
+    clock = [100.0]
+    monkeypatch.setattr(collector, "_monotonic", lambda: clock[0])
+    first = collector.body_held()
+    first.__enter__()
+    clock[0] += collector.MAX_FREEZE_SECONDS - 0.5
+    second = collector.body_held()
+    second.__enter__()  # still within the limit: joins
+    clock[0] += 1.0
+    late = collector.body_held()
+    late.__enter__()  # past the limit: runs without joining the freeze
+    assert collector._calls_holding == 2
+    first.__exit__(None, None, None)
+    second.__exit__(None, None, None)
+    assert gc.get_freeze_count() == 0  # released although the late call is still running
+    late.__exit__(None, None, None)
+    assert collector._calls_holding == 0 and gc.get_freeze_count() == 0
+    with collector.body_held():  # and the next call starts a fresh freeze
+        assert gc.get_freeze_count() > 0
+
+
 def test_released_when_the_call_fails():
     with pytest.raises(RuntimeError), collector.body_held():
         raise RuntimeError("plugin bug")
