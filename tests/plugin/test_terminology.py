@@ -81,16 +81,11 @@ def test_prefix_families(name, system, code):
     assert t.in_valueset(name, system, code)
 
 
-# "R" codes: unverified in CLINICAL-CONTENT; pinned so a change is deliberate.
+# "R" codes: still unverified (code-verification extension); pinned so a change is deliberate.
 @pytest.mark.parametrize("name, system, code", [
     ("anticonvulsants-neuropathic", RXNORM, "25480"), ("anticonvulsants-neuropathic", RXNORM, "187832"),
-    ("anticonvulsants-neuropathic", RXNORM, "38404"), ("thiazides", RXNORM, "2409"), ("thiazides", RXNORM, "5764"),
-    ("thiazides", RXNORM, "6916"), ("thiazides", RXNORM, "2396"), ("myotoxic-drugs", RXNORM, "2683"),
-    ("myotoxic-drugs", RXNORM, "6472"), ("myotoxic-drugs", RXNORM, "41127"), ("myotoxic-drugs", RXNORM, "861634"),
-    ("dyspnea", ICD10CM, "R06.03"), ("calcium", LOINC, "2000-8"), ("egfr", LOINC, "69405-9"),
-    ("potassium-order-codes", CPT, "80048"), ("potassium-order-codes", CPT, "80053"),
-    ("ncs-emg-codes", CPT, "95907"), ("ncs-emg-codes", CPT, "95913"), ("ncs-emg-codes", CPT, "95860"),
-    ("ncs-emg-codes", CPT, "95887")])
+    ("thiazides", RXNORM, "2409"), ("thiazides", RXNORM, "5764"), ("thiazides", RXNORM, "6916"),
+    ("thiazides", RXNORM, "2396"), ("myotoxic-drugs", RXNORM, "2683"), ("calcium", LOINC, "2000-8")])
 def test_unverified_codes_are_pinned(name, system, code):
     assert t.in_valueset(name, system, code)
 
@@ -125,25 +120,12 @@ def test_valuesets_validate_with_fhir_resources():
 VERIFICATION = "https://lupus-cds.example.org/fhir/StructureDefinition/code-verification"
 ICD10_WHO = "http://hl7.org/fhir/sid/icd-10"
 PINNED_R = {
-    "sle": {(ICD10_WHO, "M32.1"), (ICD10_WHO, "M32.8"), (ICD10_WHO, "M32.9")},
-    "sle-drug-induced": {(ICD10_WHO, "M32.0")},
-    "lupus-exclusions": {(ICD10_WHO, "L93.0"), (ICD10_WHO, "L93.1"), (ICD10_WHO, "L93.2")},
-    "fasciculation": {(ICD10_WHO, "R25.3")},
-    "dyspnea": {(ICD10CM, "R06.03"), (ICD10CM, "J96.0"), (ICD10CM, "J96.00"), (ICD10CM, "J96.01"),
-                (ICD10CM, "J96.02")},
+    "dyspnea": {(ICD10CM, "J96.0")},
     "calcium": {(LOINC, "2000-8")},
-    "egfr": {(LOINC, "69405-9")},
-    "creatinine": {(CPT, "82565")},
-    "potassium-order-codes": {(CPT, "80048"), (CPT, "80053")},
-    "urinalysis-order-codes": {(LOINC, "24357-6"), (LOINC, "24356-8"), (CPT, "81000"), (CPT, "81001"),
-                               (CPT, "81002"), (CPT, "81003")},
-    "urine-protein-creatinine": {(LOINC, "9318-7")},
-    "ncs-emg-codes": {(CPT, c) for c in ("95907", "95908", "95909", "95910", "95911", "95912", "95913", "95860",
-                                         "95861", "95863", "95864", "95865", "95866", "95867", "95868", "95869",
-                                         "95870", "95872", "95885", "95886", "95887")},
-    "anticonvulsants-neuropathic": {(RXNORM, "25480"), (RXNORM, "187832"), (RXNORM, "38404")},
+    "ncs-emg-codes": {(CPT, "95865"), (CPT, "95866")},
+    "anticonvulsants-neuropathic": {(RXNORM, "25480"), (RXNORM, "187832")},
     "thiazides": {(RXNORM, "2409"), (RXNORM, "5764"), (RXNORM, "6916"), (RXNORM, "2396")},
-    "myotoxic-drugs": {(RXNORM, "2683"), (RXNORM, "6472"), (RXNORM, "41127"), (RXNORM, "861634")},
+    "myotoxic-drugs": {(RXNORM, "2683")},
 }
 
 
