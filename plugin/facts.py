@@ -722,18 +722,13 @@ _SYMPTOM_CODE_VALUESETS = (*SYMPTOM_VALUESETS, VS.SYMPTOM_OBSERVATION_CODE)
 
 
 def classify_observation_code(concept: Any) -> tuple[tuple[str, Coded] | None, bool]:
-    if type(concept) is dict:  # the usual shape, one coding, keyed cheaply (called for every Observation)
-        coding = concept.get("coding")
-        if type(coding) is list and len(coding) == 1 and type(coding[0]) is dict:
-            key: tuple[Any, ...] = (coding[0].get("system"), coding[0].get("code"))
-            hit = _OBSERVATION_CODE_CACHE.get(key)
-            if hit is not None:
-                return hit
-    if not isinstance(concept, Mapping):
+    # Called for every Observation of a record: exact type checks first (an ABC isinstance is slower),
+    # and the usual shape, one coding, keyed without building a tuple of tuples.
+    if type(concept) is not dict and not isinstance(concept, Mapping):
         return None, False
     coding = concept.get("coding")
     if type(coding) is list and len(coding) == 1 and type(coding[0]) is dict:
-        key = (coding[0].get("system"), coding[0].get("code"))
+        key: tuple[Any, ...] = (coding[0].get("system"), coding[0].get("code"))
     else:
         items = coding if isinstance(coding, list) else [coding]
         key = tuple((c.get("system"), c.get("code")) for c in items if isinstance(c, Mapping))

@@ -20,7 +20,7 @@ from cds_hooks.models import HookRequest, ServiceDefinition
 
 from . import terminology
 from .cards import build_cards
-from .facts import VS, build_facts
+from .facts import SYMPTOM_VALUESETS, VS, build_facts
 from .rules import evaluate, evaluate_gate
 from .settings import settings_for
 
@@ -102,16 +102,7 @@ def prefetch_templates() -> dict[str, str]:
     """key -> template. Observations are split by analyte group so that one frequent test (say daily
     creatinine) cannot push the others off the first page."""
     patient = PATIENT_PARAM
-    symptom_sets = [
-        VS.SYMPTOM_OBSERVATION_CODE,
-        VS.FASCICULATION,
-        VS.MUSCLE_WEAKNESS,
-        VS.DYSPHAGIA,
-        VS.DYSPNEA,
-        VS.LOSS_OF_SENSATION,
-        VS.SENSORY_SYMPTOMS,
-        VS.MYALGIA,
-    ]
+    symptom_sets = [VS.SYMPTOM_OBSERVATION_CODE, *SYMPTOM_VALUESETS]  # what the facts read, no more
     order_sets = [VS.CK_ORDER, VS.POTASSIUM_ORDER, VS.MAGNESIUM_ORDER, VS.CREATININE, VS.NCS_EMG]
     templates = {
         "patient": "Patient/{{context.patientId}}",
