@@ -47,6 +47,8 @@ class CDSHooks:
     shared_state: Any = None
     #: records issued cards for feedback reports (:mod:`cds_hooks.issued_cards`)
     issued_cards: Any = None
+    #: app id -> the plugins' SMART apps, when ``LUPUS_CDS_SMART_APP`` is on (:mod:`cds_hooks.smart_launch`)
+    smart_apps: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for (service_id, hook), service in self.services.items():
@@ -56,6 +58,15 @@ class CDSHooks:
         """The exact URL a client JWT's ``aud`` must name for ``path`` (SEC-8)."""
         base = self.config.get("LUPUS_CDS_PUBLIC_URL") or request.url_root.rstrip("/")
         return base + path
+
+    def smart_app_urls(self) -> Mapping[str, str]:
+        """App id -> launch URL of each SMART app served (what cards' ``smart`` links point at)."""
+        if not self.smart_apps:
+            return _NO_APPS
+        return MappingProxyType({app_id: self.audience(f"/smart-apps/{app_id}/launch") for app_id in self.smart_apps})
+
+
+_NO_APPS: Mapping[str, str] = MappingProxyType({})
 
 
 def state() -> CDSHooks:
@@ -121,6 +132,10 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: Iterable[Any
     app.register_blueprint(service_endpoints.bp)
     app.register_blueprint(feedback.bp)
     app.register_blueprint(wellknown.bp)
+    if cfg["LUPUS_CDS_SMART_APP"]:
+        from . import smart_launch
+
+        app.extensions["cds_hooks"].smart_apps = smart_launch.init_app(app, pm, read_only, shared_state)
     cors.init_app(app)
     app.register_error_handler(Exception, handle_error)
     return app

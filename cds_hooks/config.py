@@ -86,6 +86,21 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "LUPUS_CDS_SMART_TOKEN_REFRESH_MARGIN": (
         60, "A cached backend-services access token is replaced this many seconds (at most half its "
         "lifetime) before it expires."),
+    "LUPUS_CDS_SMART_APP": (
+        False, "`1` serves the plugins' SMART on FHIR apps under `/smart-apps/{id}/` (launch URL "
+        "`/smart-apps/{id}/launch`) and lets cards carry `smart` links to them."),
+    "LUPUS_CDS_SMART_APP_ISS": (
+        "", "Comma-separated FHIR base URLs (`iss`) the SMART apps may be launched from. A launch from any "
+        "other `iss` is refused before any request is made (no server-side request forgery). Empty: every "
+        "launch is refused."),
+    "LUPUS_CDS_SMART_APP_CLIENT_ID": (
+        "lupus-cds", "The apps' OAuth `client_id` at the EHR's authorization server (a public client with "
+        "PKCE)."),
+    "LUPUS_CDS_SMART_APP_FRAME_ANCESTORS": (
+        "'self'", "CSP `frame-ancestors` of the app pages: the EHR origins that may show them in an iframe, "
+        "space-separated (e.g. `https://ehr.example.org`)."),
+    "LUPUS_CDS_SMART_APP_SESSION_SECONDS": (
+        3600, "Longest life of an app session, in seconds; it also ends when the EHR's access token expires."),
     "LUPUS_CDS_WORKERS": (
         None, "gunicorn worker processes for `serve` (default: 2 x CPUs + 1, at most 8; `--workers` wins)."),
     "LUPUS_CDS_THREADS": (4, "Threads per gunicorn worker for `serve`."),
@@ -117,6 +132,13 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
     config["LUPUS_CDS_ALLOW_UNSIGNED"] = parse_bool(config["LUPUS_CDS_ALLOW_UNSIGNED"])
     config["LUPUS_CDS_DISCOVERY_REQUIRES_AUTH"] = parse_bool(config["LUPUS_CDS_DISCOVERY_REQUIRES_AUTH"])
     config["LUPUS_CDS_METRICS"] = parse_bool(config["LUPUS_CDS_METRICS"])
+    config["LUPUS_CDS_SMART_APP"] = parse_bool(config["LUPUS_CDS_SMART_APP"])
+    config["LUPUS_CDS_SMART_APP_SESSION_SECONDS"] = parse_int(config["LUPUS_CDS_SMART_APP_SESSION_SECONDS"],
+                                                              "LUPUS_CDS_SMART_APP_SESSION_SECONDS")
+    allowed_iss = config.get("LUPUS_CDS_SMART_APP_ISS") or ""
+    if isinstance(allowed_iss, str):
+        allowed_iss = [url.strip() for url in allowed_iss.split(",") if url.strip()]
+    config["LUPUS_CDS_SMART_APP_ISS"] = list(allowed_iss)
     config["LUPUS_CDS_ISSUED_CARDS_QUEUE"] = parse_int(config["LUPUS_CDS_ISSUED_CARDS_QUEUE"],
                                                        "LUPUS_CDS_ISSUED_CARDS_QUEUE")
     for name in ("LUPUS_CDS_JWT_MAX_LIFETIME", "LUPUS_CDS_JWT_LEEWAY", "LUPUS_CDS_MAX_BODY_BYTES"):

@@ -17,6 +17,7 @@ from typing import Any
 import click
 import pluggy
 
+from .apps import SmartAppDefinition
 from .models import ServiceDefinition
 
 PROJECT = "cds_hooks"
@@ -49,4 +50,16 @@ def cds_sample_request_dirs() -> list[str]:
     """Folders of sample hook requests (``*.json``) the CLI and sandbox can offer to users.
 
     :return: absolute paths.
+    """
+
+
+@hookspec
+def cds_smart_apps(config: Mapping[str, Any]) -> list[SmartAppDefinition]:
+    """Declare the SMART on FHIR apps this plugin serves (opened from cards by ``smart`` links).
+
+    Called once when the app is created, and only when ``LUPUS_CDS_SMART_APP`` is on; the host runs the
+    launch, keeps the tokens and reads the FHIR data, the plugin renders the page from the resources.
+
+    :param config: the application's settings (read-only).
+    :return: the plugin's app definitions (ids unique across all plugins).
     """

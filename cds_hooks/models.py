@@ -93,6 +93,8 @@ class HookRequest:
     :ivar now: the evaluation instant (UTC, timezone-aware). Tests and fixtures pin it.
     :ivar client: the verified client's ``iss``, or ``None`` in unsigned sandbox mode.
     :ivar config: the application's settings (read-only), where plugins find their switches.
+    :ivar smart_apps: app id -> launch URL of each SMART app the service serves (empty when
+        ``LUPUS_CDS_SMART_APP`` is off): what a card's ``smart`` link points at.
     """
 
     service_id: str
@@ -105,6 +107,7 @@ class HookRequest:
     client: str | None = None
     tenant: str | None = None
     config: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    smart_apps: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
 
     @property
     def patient_id(self) -> str | None:

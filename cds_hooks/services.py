@@ -97,6 +97,6 @@ def run_service(cds: CDSHooks, service: ServiceDefinition, body: dict[str, Any],
         service_id=service.id, hook=service.hook, hook_instance=body["hookInstance"],
         context=MappingProxyType(context), prefetch=PrefetchView(entries), now=cds.clock(),
         fhir_server=body.get("fhirServer"), client=getattr(client, "iss", None),
-        tenant=getattr(client, "tenant", None), config=cds.config)
+        tenant=getattr(client, "tenant", None), config=cds.config, smart_apps=cds.smart_app_urls())
     cards = service.handler(hook_request)
     return {"cards": [prune(card) for card in cards]}

@@ -111,6 +111,27 @@ LINKS: dict[str, Link] = {
     ),
 }
 
+#: card topic -> the view of the lab and steroid timeline (``plugin/trends.py``, a SMART app) it opens first
+TIMELINE_VIEWS: dict[str, str] = {
+    CK_TESTING: "ck",
+    CK_ELEVATED: "ck",
+    ELECTROLYTE_TESTING: "electrolytes",
+    ELECTROLYTE_ABNORMAL: "electrolytes",
+    STEROID_REVIEW: "steroid",
+}
+TIMELINE_APP = "trends"
+
+
+def timeline_link(topic: str, smart_apps: Mapping[str, str] | None) -> dict[str, str] | None:
+    """The card's ``smart`` link to the timeline, when the service serves it (``LUPUS_CDS_SMART_APP``); the
+    EHR launches it with ``appContext`` naming the view to open first."""
+    url = (smart_apps or {}).get(TIMELINE_APP)
+    view = TIMELINE_VIEWS.get(topic)
+    if not url or not view:
+        return None
+    return {"label": "Open the lab and steroid timeline", "url": url, "type": "smart", "appContext": f"view={view}"}
+
+
 #: topic -> (source label, source url, link names)
 SOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     CK_TESTING: (
@@ -957,6 +978,7 @@ def build_card(
     facts: PatientFacts,
     settings: Settings,
     ncs_coding: Mapping[str, str] | None = None,
+    smart_apps: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     label, url, link_names = SOURCES[finding.topic]
     day_key = facts.now.date().isoformat()
@@ -978,6 +1000,9 @@ def build_card(
     links = [LINKS[name].as_json() for name in link_names]
     if finding.topic == RED_FLAG_URGENT and settings.escalation_url:
         links.insert(0, Link("Local urgent neurology escalation pathway", settings.escalation_url).as_json())
+    timeline = timeline_link(finding.topic, smart_apps)
+    if timeline:
+        links.insert(0, timeline)
     card["links"] = links
     offered = suggestions(finding, facts, gate, day_key, ncs_coding)
     if offered:
@@ -996,12 +1021,14 @@ def build_cards(
     facts: PatientFacts,
     settings: Settings,
     ncs_coding: Mapping[str, str] | None = None,
+    smart_apps: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Cards for the findings: at most one per topic (the most urgent), critical > warning > info."""
+    """Cards for the findings: at most one per topic (the most urgent), critical > warning > info.
+    ``smart_apps`` (app id -> launch URL) adds the timeline link where a card has one."""
     best: dict[str, Finding] = {}
     for finding in sorted(findings, key=sort_key):
         best.setdefault(finding.topic, finding)
-    return [build_card(f, gate, facts, settings, ncs_coding) for f in sorted(best.values(), key=sort_key)]
+    return [build_card(f, gate, facts, settings, ncs_coding, smart_apps) for f in sorted(best.values(), key=sort_key)]
 
 
 def all_summary_templates() -> Sequence[tuple[str, str, str]]:

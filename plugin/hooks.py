@@ -149,7 +149,7 @@ def advise(request: HookRequest) -> list[dict[str, Any]]:
     gate, findings = evaluate(facts, settings)
     if not findings:
         return []
-    return build_cards(findings, gate, facts, settings, ncs_order_coding())
+    return build_cards(findings, gate, facts, settings, ncs_order_coding(), request.smart_apps)
 
 
 @hookimpl
@@ -172,6 +172,13 @@ def cds_services(config: Mapping[str, Any]) -> list[ServiceDefinition]:
         )
         for hook in ("patient-view", "order-select", "order-sign")
     ]
+
+
+@hookimpl
+def cds_smart_apps(config: Mapping[str, Any]) -> list[Any]:
+    from .trends import definition
+
+    return [definition()]
 
 
 @hookimpl

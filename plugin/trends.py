@@ -1,0 +1,862 @@
+"""The lab and steroid timeline: a SMART app a clinician opens from the CK, electrolyte and steroid cards
+to see the picture the card text cannot give. Has CK been rising since the dose went up? Did potassium
+fall after the diuretic started? Where is the taper now?
+
+Pure functions, no Flask and no HTTP: FHIR resources in (:class:`cds_hooks.apps.AppPage`), one HTML page
+with SVG charts out. The protocol layer (``cds_hooks/smart_launch.py``) runs the SMART launch and reads
+the resources this module asks for (:func:`queries`) with the clinician's token.
+
+One page per patient, three views sharing one time axis (the last two years), so the charts line up:
+
+* ``ck``: creatine kinase on a logarithmic axis, with the upper limit of normal (the lab's, else the
+  default for the patient's sex) and its marked and critical multiples;
+* ``electrolytes``: potassium, magnesium and total calcium (ionized calcium too, when there is any), with
+  the lab's reference range and the service's low and critical thresholds; the dates diuretics, proton
+  pump inhibitors and calcineurin inhibitors started are marked;
+* ``steroid``: the prednisone-equivalent daily dose over time (:func:`prednisone_dose_series`) against the
+  dose bands, pulses drawn above the axis, doses given in hospital (MedicationAdministration) as points.
+
+Every chart marks the dates of fasciculation and red-flag findings (weakness, loss of sensation, trouble
+swallowing or breathing). Every point carries its FHIR ``Type/id``; a value without a unit, with an
+unusable unit, no number or a status that is not a result (``entered-in-error``, ``cancelled``,
+``registered``...) is listed in the table with the reason and never plotted as a number. Each chart has
+the same data in a plain table for screen readers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from html import escape
+from typing import Any
+
+from cds_hooks.apps import AppPage, SmartAppDefinition
+
+from . import medications
+from .facts import (
+    VS,
+    Coded,
+    classify_observation_code,
+    condition_date,
+    is_negated,
+    match_concept,
+    medication_dates,
+    observation_date,
+    to_canonical,
+)
+from .fhirdata import as_list, codings, parse_datetime, period_start, status_code
+from .settings import Settings, settings_for
+from .svgchart import Band, Chart, Dot, Event, Rule, Step, number
+
+APP_ID = "trends"
+TITLE = "Lab and steroid timeline"
+WINDOW_DAYS = 730
+VIEWS: tuple[tuple[str, str], ...] = (
+    ("ck", "Creatine kinase"),
+    ("electrolytes", "Potassium, magnesium, calcium"),
+    ("steroid", "Corticosteroid dose"),
+)
+#: what the app reads; the host adds "launch openid fhirUser"
+SCOPES = (
+    "patient/Patient.rs",
+    "patient/Observation.rs",
+    "patient/MedicationRequest.rs",
+    "patient/MedicationStatement.rs",
+    "patient/MedicationAdministration.rs",
+    "patient/Condition.rs",
+)
+PLOTTED_STATUSES = frozenset({"final", "amended", "corrected", "preliminary"})
+IONIZED_CALCIUM = frozenset({"1994-3", "1995-0", "17864-0"})
+RED_FLAG_KINDS = {
+    VS.MUSCLE_WEAKNESS: "muscle weakness",
+    VS.DYSPHAGIA: "trouble swallowing",
+    VS.DYSPNEA: "shortness of breath",
+    VS.LOSS_OF_SENSATION: "loss of sensation",
+}
+EVENT_KINDS = {VS.FASCICULATION: "fasciculation", **RED_FLAG_KINDS}
+#: medicine classes marked on the electrolyte charts (they move potassium or magnesium)
+ELECTROLYTE_DRUGS = {
+    VS.LOOP_DIURETICS: "loop diuretic",
+    VS.THIAZIDES: "thiazide diuretic",
+    VS.PPIS: "proton pump inhibitor",
+    VS.CALCINEURIN_INHIBITORS: "calcineurin inhibitor",
+}
+_SKIPPED_MEDICATION_STATUSES = frozenset({"entered-in-error", "cancelled", "not-taken", "draft"})
+_ONGOING_STATUSES = frozenset({"active", "on-hold", "intended", "unknown"})
+
+
+# ------------------------------------------------------------------------------------------ the app
+
+
+def queries(patient_id: str, now: datetime) -> dict[str, str]:
+    """The FHIR searches of one page (run with the clinician's token; every page is followed)."""
+    from .hooks import LOINC, SNOMED, code_param  # hooks imports this module for its hookimpl
+
+    since = (now - timedelta(days=WINDOW_DAYS)).date().isoformat()
+    patient = f"patient={patient_id}"
+    labs = code_param([VS.CK_TOTAL, VS.POTASSIUM, VS.MAGNESIUM, VS.CALCIUM], [LOINC],
+                      [VS.POTASSIUM_EXCLUDE, VS.MAGNESIUM_EXCLUDE])
+    symptoms = code_param([VS.SYMPTOM_OBSERVATION_CODE, *EVENT_KINDS], [LOINC, SNOMED])
+    return {
+        "labs": f"Observation?{patient}&code={labs}&date=ge{since}&_sort=date&_count=1000",
+        "symptoms": f"Observation?{patient}&code={symptoms}&date=ge{since}&_count=500",
+        "conditions": f"Condition?{patient}&_count=500",
+        "medicationRequests": f"MedicationRequest?{patient}&_count=500",
+        "medicationStatements": f"MedicationStatement?{patient}&_count=500",
+        "medicationAdministrations": f"MedicationAdministration?{patient}&_count=500",
+    }
+
+
+def definition() -> SmartAppDefinition:
+    return SmartAppDefinition(id=APP_ID, title=TITLE, scopes=SCOPES, queries=queries, render=render,
+                              views=VIEWS, stylesheet=STYLESHEET)
+
+
+# ----------------------------------------------------------------------------------------- lab data
+
+
+@dataclass(frozen=True)
+class LabPoint:
+    """One lab result as the chart and its table show it.
+
+    :ivar value: in the chart's unit (:data:`CHART_UNITS`), or ``None`` when not plotted (``why_not``).
+    :ivar shown: the value as the lab sent it, with its unit ("4.1 mmol/L", "0.62 (no unit)").
+    """
+
+    analyte: str
+    when: datetime
+    source: str
+    status: str
+    value: float | None
+    shown: str
+    code: str
+    flag: str | None = None
+    ref_low: float | None = None
+    ref_high: float | None = None
+    why_not: str | None = None
+
+    @property
+    def plotted(self) -> bool:
+        return self.value is not None
+
+
+CHART_UNITS = {"ck": "U/L", "potassium": "mmol/L", "magnesium": "mg/dL", "calcium": "mg/dL",
+               "calcium-ionized": "mmol/L"}
+DECIMALS = {"ck": 0, "potassium": 1, "magnesium": 2, "calcium": 1, "calcium-ionized": 2}
+NAMES = {"ck": "Creatine kinase (CK)", "potassium": "Potassium", "magnesium": "Magnesium",
+         "calcium": "Calcium, total", "calcium-ionized": "Calcium, ionized"}
+#: calcium is not among the units the rules convert: total in mg/dL, ionized in mmol/L (x 0.2495, LOINC)
+_CALCIUM_FACTORS = {
+    "calcium": {"mg/dl": 1.0, "mmol/l": 1 / 0.2495, "meq/l": 1 / (2 * 0.2495)},
+    "calcium-ionized": {"mmol/l": 1.0, "mg/dl": 0.2495, "meq/l": 0.5},
+}
+
+
+def _convert(analyte: str, value: float, unit: str, coded: Coded) -> float | None:
+    if analyte in _CALCIUM_FACTORS:
+        factor = _CALCIUM_FACTORS[analyte].get(unit.replace(" ", "").lower())
+        return None if factor is None else value * factor
+    return to_canonical(analyte, value, unit, coded)[0]
+
+
+def _status(raw: Mapping[str, Any]) -> str | None:
+    status = raw.get("status")
+    return status if isinstance(status, str) else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _unit_of(quantity: Mapping[str, Any]) -> str | None:
+    for key in ("code", "unit"):
+        text = quantity.get(key)
+        if isinstance(text, str) and text.strip():
+            return text.strip()
+    return None
+
+
+def _range(raw: Mapping[str, Any], analyte: str, unit: str | None, coded: Coded) -> tuple[float | None, float | None]:
+    for rng in as_list(raw.get("referenceRange")):
+        if not isinstance(rng, Mapping):
+            continue
+        limits = []
+        for bound in ("low", "high"):
+            quantity = rng.get(bound)
+            value = _number(quantity.get("value")) if isinstance(quantity, Mapping) else None
+            bound_unit = (_unit_of(quantity) if isinstance(quantity, Mapping) else None) or unit
+            limits.append(_convert(analyte, value, bound_unit, coded) if value is not None and bound_unit else None)
+        if limits[0] is not None or limits[1] is not None:
+            return limits[0], limits[1]
+    return None, None
+
+
+def _flag(raw: Mapping[str, Any]) -> str | None:
+    for concept in as_list(raw.get("interpretation")):
+        for coding in codings(concept):
+            code = coding.get("code")
+            if isinstance(code, str) and code.strip():
+                return code.strip().upper()
+    return None
+
+
+def _as_sent(value: Any) -> str:
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)[:40]
+
+
+def lab_point(raw: Mapping[str, Any], analyte: str, coded: Coded, when: datetime) -> LabPoint:
+    """One Observation as a point: plotted when it is a result with a number and a known unit."""
+    if analyte == "calcium" and coded.code in IONIZED_CALCIUM:
+        analyte = "calcium-ionized"
+    source = f"Observation/{raw.get('id', '?')}"
+    status = _status(raw) or "(no status)"
+    flag = _flag(raw)
+    quantity = raw.get("valueQuantity")
+    common = {"analyte": analyte, "when": when, "source": source, "status": status, "code": coded.code,
+              "flag": flag}
+    if not isinstance(quantity, Mapping):
+        absent = raw.get("dataAbsentReason")
+        reason = next((c.get("code") for c in codings(absent) if isinstance(c.get("code"), str)), None) \
+            if isinstance(absent, Mapping) else None
+        text = raw.get("valueString") if isinstance(raw.get("valueString"), str) else None
+        shown = f'"{text[:60]}"' if text else (f"no value ({reason})" if reason else "no value")
+        return LabPoint(**common, value=None, shown=shown, why_not="no numeric value")
+    raw_value = quantity.get("value")
+    value = _number(raw_value)
+    unit = _unit_of(quantity)
+    shown = f"{_as_sent(raw_value)} {unit}" if unit else f"{_as_sent(raw_value)} (no unit)"
+    low, high = _range(raw, analyte, unit, coded) if unit else (None, None)
+    common.update(ref_low=low, ref_high=high)
+    if status not in PLOTTED_STATUSES:
+        return LabPoint(**common, value=None, shown=shown, why_not=f"status {status}")
+    if value is None:
+        return LabPoint(**common, value=None, shown=shown, why_not="the value is not a number")
+    if unit is None:
+        return LabPoint(**common, value=None, shown=shown, why_not="no unit")
+    converted = _convert(analyte, value, unit, coded)
+    if converted is None:
+        return LabPoint(**common, value=None, shown=shown, why_not=f"unit {unit} is not one this chart reads")
+    if not 0 <= converted < 1e7:
+        return LabPoint(**common, value=None, shown=shown, why_not="implausible value")
+    return LabPoint(**common, value=converted, shown=shown)
+
+
+def lab_series(observations: Iterable[Mapping[str, Any]], since: datetime, now: datetime
+               ) -> tuple[dict[str, list[LabPoint]], int]:
+    """Analyte -> its points in the window, oldest first; and how many results had no date."""
+    series: dict[str, list[LabPoint]] = {}
+    undated = 0
+    seen: set[str] = set()
+    for raw in observations:
+        if not isinstance(raw, Mapping):
+            continue
+        rid = raw.get("id")
+        if isinstance(rid, str):
+            if rid in seen:
+                continue
+            seen.add(rid)
+        lab, _ = classify_observation_code(raw.get("code"))
+        if lab is None or lab[0] not in ("ck", "potassium", "magnesium", "calcium"):
+            continue
+        when = observation_date(raw)
+        if when is None:
+            undated += 1
+            continue
+        if when < since or when > now + timedelta(days=1):
+            continue
+        point = lab_point(raw, lab[0], lab[1], when)
+        series.setdefault(point.analyte, []).append(point)
+    for points in series.values():
+        points.sort(key=lambda p: p.when)
+    return series, undated
+
+
+# ---------------------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A dated fasciculation or red-flag finding, or a medicine started (marked on the charts)."""
+
+    when: datetime
+    kind: str
+    label: str
+    source: str
+    red_flag: bool = False
+
+
+def symptom_events(conditions: Iterable[Mapping[str, Any]], observations: Iterable[Mapping[str, Any]],
+                   since: datetime, now: datetime) -> list[Finding]:
+    """Fasciculation and red-flag findings in the window, from Conditions and (not negated) Observations."""
+    kinds = tuple(EVENT_KINDS)
+    found: list[Finding] = []
+    for raw in conditions:
+        if not isinstance(raw, Mapping) or status_code(raw.get("verificationStatus")) in ("refuted",
+                                                                                          "entered-in-error"):
+            continue
+        matched = match_concept(raw.get("code"), kinds)
+        when = condition_date(raw) if matched else None
+        if when is None or not since <= when <= now + timedelta(days=1):
+            continue
+        for kind, coded in matched.items():
+            found.append(Finding(when, kind, _event_label(kind, coded), f"Condition/{raw.get('id', '?')}",
+                                 kind in RED_FLAG_KINDS))
+    for raw in observations:
+        if not isinstance(raw, Mapping) or _status(raw) not in PLOTTED_STATUSES or is_negated(raw):
+            continue
+        matched = match_concept(raw.get("code"), kinds)
+        if not matched and match_concept(raw.get("code"), (VS.SYMPTOM_OBSERVATION_CODE,)):
+            matched = match_concept(raw.get("valueCodeableConcept"), kinds)
+        when = observation_date(raw) if matched else None
+        if when is None or not since <= when <= now + timedelta(days=1):
+            continue
+        for kind, coded in matched.items():
+            found.append(Finding(when, kind, _event_label(kind, coded), f"Observation/{raw.get('id', '?')}",
+                                 kind in RED_FLAG_KINDS))
+    return sorted(found, key=lambda f: f.when)
+
+
+def _event_label(kind: str, coded: Coded) -> str:
+    return EVENT_KINDS[kind] + (f" ({coded.display})" if coded.display else "")
+
+
+def medicine_starts(resources: Iterable[Mapping[str, Any]], since: datetime, now: datetime) -> list[Finding]:
+    """When a diuretic, proton pump inhibitor or calcineurin inhibitor started, within the window."""
+    found: list[Finding] = []
+    for raw in resources:
+        if not isinstance(raw, Mapping) or _status(raw) in _SKIPPED_MEDICATION_STATUSES:
+            continue
+        info = medications.identify_medication(raw)
+        if info is None:
+            continue
+        start = medication_dates(raw)[0]
+        if start is None or not since <= start <= now:
+            continue
+        for cls, label in ELECTROLYTE_DRUGS.items():
+            if medications.has_ingredient_in(info, cls):
+                name = info.ingredients[0].name if info.ingredients else info.display
+                found.append(Finding(start, cls, f"{name} started ({label})",
+                                     f"{raw.get('resourceType')}/{raw.get('id', '?')}"))
+                break
+    return sorted(found, key=lambda f: f.when)
+
+
+# ------------------------------------------------------------------------------------ steroid dose
+
+
+@dataclass(frozen=True)
+class DoseStep:
+    """The prednisone-equivalent daily dose from ``start`` to ``end`` (``None``: not computable)."""
+
+    start: datetime
+    end: datetime
+    mg: float | None
+    sources: tuple[str, ...]
+    detail: str
+
+
+@dataclass(frozen=True)
+class GivenDose:
+    """Corticosteroid given on one day (MedicationAdministration), in prednisone equivalents."""
+
+    day: datetime
+    mg: float | None
+    sources: tuple[str, ...]
+    detail: str
+
+
+@dataclass(frozen=True)
+class DoseSeries:
+    steps: tuple[DoseStep, ...]
+    given: tuple[GivenDose, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
+class _Course:
+    ingredient: str
+    rank: int
+    start: datetime
+    end: datetime
+    info: Any
+    dosages: list[Mapping[str, Any]]
+    source: str
+    bounds: list[datetime] = field(default_factory=list)
+
+
+def prednisone_dose_series(resources: Iterable[Mapping[str, Any]], since: datetime, now: datetime) -> DoseSeries:
+    """The prednisone-equivalent daily dose over ``[since, now]``, as steps, from MedicationRequests and
+    MedicationStatements of systemic corticosteroids (with ``plugin/medications.py`` arithmetic), plus the
+    doses given in hospital (MedicationAdministration, summed per day).
+
+    One record per ingredient at a time: a MedicationRequest over a MedicationStatement, then the most
+    recently started; different ingredients add up. Everything that decides the dose series is in this
+    one function: when ``plugin/timeline.py`` gives one current dose per ingredient for any instant, this
+    body becomes a call to it.
+    """
+    courses: list[_Course] = []
+    given: dict[datetime, list[tuple[float | None, str, str]]] = {}
+    notes: list[str] = []
+    for raw in resources:
+        if not isinstance(raw, Mapping) or _status(raw) in _SKIPPED_MEDICATION_STATUSES:
+            continue
+        kind, source = raw.get("resourceType"), f"{raw.get('resourceType')}/{raw.get('id', '?')}"
+        info = medications.identify_medication(raw)
+        if info is None or not medications.has_ingredient_in(info, VS.SYSTEMIC_CORTICOSTEROIDS) \
+                or not medications.is_systemic(info):
+            continue
+        ingredient = next((i.name.lower() for i in info.ingredients
+                           if i.name.lower() in medications.PREDNISONE_EQUIVALENCE), info.display.lower())
+        if kind == "MedicationAdministration":
+            if _status(raw) in ("not-done", "stopped"):
+                continue
+            when = parse_datetime(raw.get("effectiveDateTime")) or period_start(raw.get("effectivePeriod"))
+            if when is None or not since <= when <= now:
+                continue
+            dose = raw.get("dosage", {}).get("dose") if isinstance(raw.get("dosage"), Mapping) else None
+            once = [{"doseAndRate": [{"doseQuantity": dose}], "timing": {"repeat": {"frequency": 1, "period": 1,
+                                                                                     "periodUnit": "d"}}}]
+            result = medications.steroid_daily_dose(once, info, when)
+            day = when.replace(hour=0, minute=0, second=0, microsecond=0)
+            given.setdefault(day, []).append((result.pred_eq_per_day if result.computable else None, source,
+                                              result.arithmetic or result.reason or ""))
+            continue
+        if kind not in ("MedicationRequest", "MedicationStatement"):
+            continue
+        start, end = medication_dates(raw)
+        if start is None:
+            notes.append(f"{source} has no start date and is not charted")
+            continue
+        if end is None:
+            if _status(raw) in _ONGOING_STATUSES:
+                end = now
+            else:
+                end = start + timedelta(days=1)
+                notes.append(f"{source} ({info.display}) is {raw.get('status')} with no end date: charted for "
+                             "its first day only")
+        if end <= since or start >= now:
+            continue
+        dosages = [d for d in as_list(raw.get("dosageInstruction" if kind == "MedicationRequest" else "dosage"))
+                   if isinstance(d, Mapping)]
+        bounds = []
+        for dosage in dosages:
+            repeat = (dosage.get("timing") or {}).get("repeat") if isinstance(dosage.get("timing"), Mapping) else None
+            period = repeat.get("boundsPeriod") if isinstance(repeat, Mapping) else None
+            if isinstance(period, Mapping):
+                bounds += [b for b in (parse_datetime(period.get("start")), parse_datetime(period.get("end"))) if b]
+        courses.append(_Course(ingredient, 0 if kind == "MedicationRequest" else 1, start, end, info, dosages,
+                               source, bounds))
+
+    instants = {since, now}
+    for course in courses:
+        instants.update(t for t in (course.start, course.end, *course.bounds) if since < t < now)
+    ordered = sorted(instants)
+    steps: list[DoseStep] = []
+    for begin, finish in zip(ordered, ordered[1:], strict=False):
+        middle = begin + (finish - begin) / 2
+        chosen: dict[str, _Course] = {}
+        for course in sorted((c for c in courses if c.start <= middle < c.end), key=lambda c: (-c.rank, c.start)):
+            chosen[course.ingredient] = course  # later in this order wins: requests, then the newest
+        total, parts, unknown = 0.0, [], []
+        for course in chosen.values():
+            result = medications.steroid_daily_dose(course.dosages, course.info, middle)
+            if result.computable and result.pred_eq_per_day is not None:
+                total += result.pred_eq_per_day
+                parts.append(result.arithmetic)
+            else:
+                unknown.append(f"{course.info.display}: dose not computable ({result.reason or 'unknown'})")
+        mg = None if unknown else round(total, 2)
+        detail = "; ".join(parts + unknown) or "no systemic corticosteroid recorded"
+        sources = tuple(c.source for c in chosen.values())
+        if steps and steps[-1].mg == mg and steps[-1].sources == sources:
+            steps[-1] = DoseStep(steps[-1].start, finish, mg, sources, steps[-1].detail)
+        else:
+            steps.append(DoseStep(begin, finish, mg, sources, detail))
+
+    given_days = []
+    for day, doses in sorted(given.items()):
+        known = [mg for mg, _, _ in doses if mg is not None]
+        mg = round(sum(known), 2) if len(known) == len(doses) else None
+        given_days.append(GivenDose(day, mg, tuple(s for _, s, _ in doses), "; ".join(d for _, _, d in doses)))
+    return DoseSeries(tuple(steps), tuple(given_days), tuple(notes))
+
+
+def dose_band(mg: float | None, settings: Settings) -> str:
+    if mg is None:
+        return "not computable"
+    if mg == 0:
+        return "none"
+    if mg >= settings.steroid_pulse_mg:
+        return "pulse"
+    if mg > settings.steroid_very_high_above_mg:
+        return "very high"
+    if mg > settings.steroid_high_above_mg:
+        return "high"
+    if mg > settings.steroid_low_max_mg:
+        return "medium"
+    return "low" if mg > settings.steroid_target_mg else "at or below the SLE target"
+
+
+# ------------------------------------------------------------------------------------------ page
+
+
+def render(page: AppPage) -> str:
+    """The page's main content: navigation, then the three views (the chosen one first)."""
+    settings = settings_for(page.config)
+    now = page.now
+    since = now - timedelta(days=WINDOW_DAYS)
+    res = page.resources
+    series, undated = lab_series(res.get("labs", ()), since, now)
+    events = symptom_events(res.get("conditions", ()), res.get("symptoms", ()), since, now)
+    medication_records = (*res.get("medicationRequests", ()), *res.get("medicationStatements", ()))
+    dose = prednisone_dose_series((*medication_records, *res.get("medicationAdministrations", ())), since, now)
+    starts = medicine_starts(medication_records, since, now)
+    patient = next(iter(res.get("patient", ())), {})
+    sex = patient.get("gender") if isinstance(patient, Mapping) else None
+
+    sections = {
+        "ck": ck_section(series.get("ck", []), events, settings, sex, since, now),
+        "electrolytes": electrolyte_section(series, events, starts, settings, since, now),
+        "steroid": steroid_section(dose, events, settings, since, now),
+    }
+    first = page.view if page.view in sections else "ck"
+    order = [first, *(v for v, _ in VIEWS if v != first)]
+    nav = "".join(
+        f'<a href="{escape(page.view_urls.get(view, "?view=" + view))}"'
+        + (' aria-current="page"' if view == first else "") + f">{escape(label)}</a>"
+        for view, label in VIEWS)
+    notices = [f"{escape(key)}: {escape(note)}" for key, note in sorted(page.notes.items())]
+    if undated:
+        notices.append(f"{undated} lab result{'s' if undated != 1 else ''} without a date "
+                       f"{'are' if undated != 1 else 'is'} not shown.")
+    notices += [escape(note) for note in dose.notes]
+    head = (f'<h1>{escape(TITLE)}</h1><p class="lede">The last two years, to {now.date().isoformat()}. '
+            "Dashed lines mark fasciculation (F) and red-flag findings (R); every point names its FHIR "
+            "resource (hover it, or see the table under each chart).</p>"
+            f'<nav class="views" aria-label="Views">{nav}</nav>')
+    if notices:
+        head += '<div class="notice" role="note"><p>Not complete:</p><ul>' + "".join(
+            f"<li>{n}</li>" for n in notices) + "</ul></div>"
+    return head + "".join(sections[view] for view in order)
+
+
+def _event_marks(events: Sequence[Finding]) -> list[Event]:
+    return [Event(e.when, "R" if e.red_flag else ("F" if e.kind == VS.FASCICULATION else "Rx"),
+                  f"{e.when.date().isoformat()}: {e.label} ({e.source})",
+                  {"source": e.source, "date": e.when.date().isoformat(), "kind": e.kind},
+                  "event red-flag" if e.red_flag else ("event fasciculation" if e.kind == VS.FASCICULATION
+                                                       else "event medicine"))
+            for e in events]
+
+
+def _section(view: str, title: str, summary: str, charts: Sequence[str], tables: Sequence[str]) -> str:
+    return (f'<section class="view" id="view-{view}" data-view="{view}" aria-labelledby="h-{view}">'
+            f'<h2 id="h-{view}">{escape(title)}</h2><p class="summary">{summary}</p>'
+            + "".join(charts) + "".join(tables) + "</section>")
+
+
+def _fmt(value: float | None, analyte: str) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.{DECIMALS.get(analyte, 1)}f}"
+
+
+def _dots(points: Sequence[LabPoint], note: Any) -> list[Dot]:
+    unit = CHART_UNITS[points[0].analyte] if points else ""
+    dots = []
+    for p in points:
+        if p.value is None:
+            continue
+        text = f"{NAMES[p.analyte]} {_fmt(p.value, p.analyte)} {unit} on {p.when.date().isoformat()}"
+        extra = note(p)
+        dots.append(Dot(p.when, p.value,
+                        text + (f" ({extra})" if extra else "") + f"; {p.status}; {p.source}",
+                        {"source": p.source, "value": _fmt(p.value, p.analyte).replace(",", ""), "unit": unit,
+                         "date": p.when.date().isoformat(), "status": p.status},
+                        "dot preliminary" if p.status == "preliminary" else "dot"))
+    return dots
+
+
+def lab_table(table_id: str, caption: str, points: Sequence[LabPoint], note: Any) -> str:
+    """The chart's data as a plain table: every result, plotted or not, with its source."""
+    rows = []
+    for p in reversed(points):  # newest first, as clinicians read results
+        unit = CHART_UNITS[p.analyte]
+        plotted = f"{_fmt(p.value, p.analyte)} {unit}" if p.value is not None else "not plotted"
+        ref = (f"{_fmt(p.ref_low, p.analyte) if p.ref_low is not None else ''}–"
+               f"{_fmt(p.ref_high, p.analyte) if p.ref_high is not None else ''}") \
+            if p.ref_low is not None or p.ref_high is not None else ""
+        remark = p.why_not or note(p) or ""
+        rows.append(f'<tr data-source="{escape(p.source)}"><td class="date">{p.when.date().isoformat()}</td>'
+                    f"<td>{escape(p.shown)}</td><td>{escape(plotted)}</td><td>{escape(p.status)}</td>"
+                    f"<td>{escape(ref)}</td><td>{escape(p.flag or '')}</td><td>{escape(remark)}</td>"
+                    f"<td>{escape(p.source)}</td></tr>")
+    return (f'<table class="data" id="{table_id}"><caption>{escape(caption)}</caption><thead><tr>'
+            "<th scope=col>Date</th><th scope=col>Result as sent</th><th scope=col>Charted</th>"
+            "<th scope=col>Status</th><th scope=col>Reference range</th><th scope=col>Flag</th>"
+            "<th scope=col>Note</th><th scope=col>FHIR resource</th></tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table>")
+
+
+def event_table(table_id: str, events: Sequence[Finding]) -> str:
+    if not events:
+        return ""
+    rows = "".join(f'<tr data-source="{escape(e.source)}"><td class="date">{e.when.date().isoformat()}</td>'
+                   f"<td>{escape(e.label)}</td><td>{'red flag' if e.red_flag else ''}</td>"
+                   f"<td>{escape(e.source)}</td></tr>" for e in events)
+    return (f'<table class="data events" id="{table_id}"><caption>Marked on the charts</caption><thead><tr>'
+            "<th scope=col>Date</th><th scope=col>Finding</th><th scope=col></th><th scope=col>FHIR resource</th>"
+            f"</tr></thead><tbody>{rows}</tbody></table>")
+
+
+def _latest_plotted(points: Sequence[LabPoint]) -> LabPoint | None:
+    return next((p for p in reversed(points) if p.value is not None and p.status != "preliminary"), None)
+
+
+def ck_section(points: list[LabPoint], events: Sequence[Finding], settings: Settings, sex: Any,
+               since: datetime, now: datetime) -> str:
+    latest = _latest_plotted(points)
+    with_limit = next((p for p in reversed(points) if p.value is not None and p.ref_high), None)
+    if with_limit is not None:
+        uln, origin = float(with_limit.ref_high or 0), "the lab's upper limit"
+    elif sex == "male":
+        uln, origin = settings.ck_uln_male, "default for men (the lab gave none)"
+    elif sex == "female":
+        uln, origin = settings.ck_uln_female, "default for women (the lab gave none)"
+    else:
+        uln, origin = settings.ck_uln_unknown_sex, "default, sex unknown (the lab gave none)"
+    marked, critical = uln * settings.ck_marked_multiple, uln * settings.ck_critical_multiple
+
+    def multiple(p: LabPoint) -> str:
+        limit = p.ref_high or uln
+        return f"{p.value / limit:.1f} × ULN" if p.value is not None and limit else ""
+
+    if not points:
+        return _section("ck", "Creatine kinase (CK)", "No creatine kinase results in the last two years.",
+                        [], [event_table("events-ck", events)])
+    if latest is not None:
+        summary = (f"Latest CK {_fmt(latest.value, 'ck')} U/L on {latest.when.date().isoformat()} "
+                   f"({escape(multiple(latest))}); upper limit {number(uln)} U/L, {escape(origin)}. ")
+    else:
+        summary = "No final CK result to chart. "
+    summary += _counts(points)
+    values = [p.value for p in points if p.value is not None]
+    top = max([critical * 1.3, *(v * 1.3 for v in values)])
+    bottom = max(1.0, min([uln / 4, *(v / 1.5 for v in values if v > 0)]))
+    chart = Chart("chart-ck", f"Creatine kinase over two years, log scale; upper limit {number(uln)} U/L",
+                  since, now, 10 ** math.floor(math.log10(bottom)), top, "U/L", log=True, described_by="table-ck",
+                  bands=[Band(None, uln, "within the upper limit", "band-normal"),
+                         Band(uln, marked, "above the upper limit", "band-high"),
+                         Band(marked, critical, f"{settings.ck_marked_multiple:g} × ULN or more", "band-marked"),
+                         Band(critical, None, f"{settings.ck_critical_multiple:g} × ULN or more: possible "
+                              "rhabdomyolysis", "band-critical")],
+                  rules=[Rule(uln, f"ULN {number(uln)}", "rule-limit"),
+                         Rule(marked, f"{settings.ck_marked_multiple:g} × ULN", "rule-marked"),
+                         Rule(critical, f"{settings.ck_critical_multiple:g} × ULN", "rule-critical")],
+                  series=[_dots(points, multiple)], events=_event_marks(events))
+    return _section("ck", "Creatine kinase (CK)", summary, [chart.svg()],
+                    [lab_table("table-ck", "Creatine kinase results, newest first", points, multiple),
+                     event_table("events-ck", events)])
+
+
+def _counts(points: Sequence[LabPoint]) -> str:
+    skipped = sum(1 for p in points if p.value is None)
+    text = f"{len(points)} result{'s' if len(points) != 1 else ''} in two years"
+    return text + (f"; {skipped} not charted (see the table)." if skipped else ".")
+
+
+@dataclass(frozen=True)
+class _Limits:
+    low: float | None
+    critical: float | None
+    axis: tuple[float, float]
+
+
+def electrolyte_section(series: Mapping[str, list[LabPoint]], events: Sequence[Finding], starts: Sequence[Finding],
+                        settings: Settings, since: datetime, now: datetime) -> str:
+    limits = {
+        "potassium": _Limits(settings.hypokalemia_mmol_l, settings.hypokalemia_critical_mmol_l, (2.0, 6.0)),
+        "magnesium": _Limits(settings.hypomagnesemia_mg_dl, settings.hypomagnesemia_critical_mg_dl, (0.6, 3.0)),
+        "calcium": _Limits(None, None, (6.0, 12.0)),
+        "calcium-ionized": _Limits(None, None, (0.8, 1.6)),
+    }
+    marks = sorted([*events, *starts], key=lambda e: e.when)
+    charts, tables, summaries = [], [], []
+    for analyte in ("potassium", "magnesium", "calcium", "calcium-ionized"):
+        points = series.get(analyte, [])
+        if not points:
+            if analyte != "calcium-ionized":
+                summaries.append(f"No {NAMES[analyte].lower()} results in the last two years.")
+            continue
+        unit = CHART_UNITS[analyte]
+        limit = limits[analyte]
+        ranged = next((p for p in reversed(points) if p.value is not None
+                       and (p.ref_low is not None or p.ref_high is not None)), None)
+        bands, rules = [], []
+        if limit.critical is not None:
+            bands.append(Band(None, limit.critical, f"critical: below {limit.critical:g} {unit}", "band-critical"))
+            rules.append(Rule(limit.critical, f"critical {limit.critical:g}", "rule-critical"))
+        if limit.low is not None:
+            bands.append(Band(limit.critical, limit.low, f"low: below {limit.low:g} {unit}", "band-low"))
+            rules.append(Rule(limit.low, f"low {limit.low:g}", "rule-low"))
+        if ranged is not None:
+            bands.append(Band(ranged.ref_low, ranged.ref_high, "the lab's reference range", "band-normal"))
+            if ranged.ref_high is not None:
+                rules.append(Rule(ranged.ref_high, f"range high {_fmt(ranged.ref_high, analyte)}", "rule-limit"))
+            if ranged.ref_low is not None and ranged.ref_low != limit.low:
+                rules.append(Rule(ranged.ref_low, f"range low {_fmt(ranged.ref_low, analyte)}", "rule-limit"))
+
+        def remark(p: LabPoint, low: float | None = limit.low, critical: float | None = limit.critical) -> str:
+            if p.value is None:
+                return ""
+            if p.flag in ("LL", "HH") or (critical is not None and p.value < critical):
+                return "critical"
+            if p.flag in ("L", "LU") or (low is not None and p.value < low) \
+                    or (p.ref_low is not None and p.value < p.ref_low):
+                return "low"
+            if p.flag in ("H", "HU") or (p.ref_high is not None and p.value > p.ref_high):
+                return "high"
+            return ""
+
+        values = [p.value for p in points if p.value is not None]
+        axis = (min([limit.axis[0], *(v * 0.9 for v in values)]), max([limit.axis[1], *(v * 1.1 for v in values)]))
+        latest = _latest_plotted(points)
+        if latest is not None:
+            state = remark(latest)
+            summaries.append(f"{escape(NAMES[analyte])}: latest {_fmt(latest.value, analyte)} {unit} on "
+                             f"{latest.when.date().isoformat()}{' (' + state + ')' if state else ''}; "
+                             + _counts(points))
+        table_id = f"table-{analyte}"
+        chart = Chart(f"chart-{analyte}", f"{NAMES[analyte]} over two years", since, now, axis[0], axis[1], unit,
+                      height=190, described_by=table_id, bands=bands, rules=rules,
+                      series=[_dots(points, remark)], events=_event_marks(marks))
+        charts.append(f'<h3>{escape(NAMES[analyte])}</h3>{chart.svg()}')
+        tables.append(lab_table(table_id, f"{NAMES[analyte]} results, newest first", points, remark))
+    if not charts:
+        return _section("electrolytes", "Potassium, magnesium and calcium", " ".join(summaries), [],
+                        [event_table("events-electrolytes", marks)])
+    return _section("electrolytes", "Potassium, magnesium and calcium", "<br>".join(summaries), charts,
+                    [*tables, event_table("events-electrolytes", marks)])
+
+
+def steroid_section(dose: DoseSeries, events: Sequence[Finding], settings: Settings, since: datetime,
+                    now: datetime) -> str:
+    recorded = [s for s in dose.steps if s.sources]
+    if not recorded and not dose.given:
+        return _section("steroid", "Corticosteroid dose (prednisone equivalent)",
+                        "No systemic corticosteroid recorded in the last two years.", [],
+                        [event_table("events-steroid", events)])
+    current = dose.steps[-1] if dose.steps else None
+    if current is not None and current.mg is not None:
+        summary = (f"Now: {number(current.mg)} mg/day prednisone equivalent "
+                   f"({escape(dose_band(current.mg, settings))}), since {current.start.date().isoformat()}.")
+    elif current is not None:
+        summary = "Now: the current dose cannot be computed (see the table)."
+    else:
+        summary = ""
+    below_pulse = [s.mg for s in dose.steps if s.mg is not None and s.mg < settings.steroid_pulse_mg]
+    below_pulse += [g.mg for g in dose.given if g.mg is not None and g.mg < settings.steroid_pulse_mg]
+    top = max([settings.steroid_high_above_mg + 10, *(mg * 1.2 for mg in below_pulse)])
+    pulses = [s for s in dose.steps if s.mg is not None and s.mg >= settings.steroid_pulse_mg]
+    if pulses:
+        summary += (f" {len(pulses)} pulse{'s' if len(pulses) != 1 else ''} (≥ {number(settings.steroid_pulse_mg)} "
+                    "mg/day) drawn at the top of the chart with the dose.")
+    steps = [Step(s.start, s.end, s.mg,
+                  f"{s.start.date().isoformat()} to {s.end.date().isoformat()}: "
+                  + (f"{number(s.mg)} mg/day ({dose_band(s.mg, settings)})" if s.mg is not None else "not computable")
+                  + f"; {s.detail}" + (f"; {', '.join(s.sources)}" if s.sources else ""),
+                  {"source": " ".join(s.sources), "value": "" if s.mg is None else f"{s.mg:g}",
+                   "start": s.start.date().isoformat(), "end": s.end.date().isoformat()})
+             for s in dose.steps]
+    given = [Dot(g.day, g.mg, f"given {g.day.date().isoformat()}: {number(g.mg)} mg prednisone equivalent; "
+                 f"{g.detail}; {', '.join(g.sources)}",
+                 {"source": " ".join(g.sources), "value": f"{g.mg:g}", "date": g.day.date().isoformat()}, "dot given")
+             for g in dose.given if g.mg is not None]
+    chart = Chart("chart-steroid", "Prednisone-equivalent daily dose over two years", since, now, 0, top, "mg/day",
+                  described_by="table-steroid",
+                  bands=[Band(None, settings.steroid_target_mg, f"SLE target: {settings.steroid_target_mg:g} mg/day "
+                              "or less", "band-normal"),
+                         Band(settings.steroid_target_mg, settings.steroid_low_max_mg, "low dose", "band-low-dose"),
+                         Band(settings.steroid_low_max_mg, settings.steroid_high_above_mg, "medium dose",
+                              "band-medium"),
+                         Band(settings.steroid_high_above_mg, settings.steroid_very_high_above_mg, "high dose",
+                              "band-marked"),
+                         Band(settings.steroid_very_high_above_mg, None, "very high dose", "band-critical")],
+                  rules=[Rule(settings.steroid_target_mg, f"target {settings.steroid_target_mg:g}", "rule-target"),
+                         Rule(settings.steroid_high_above_mg, f"high > {settings.steroid_high_above_mg:g}",
+                              "rule-marked")],
+                  steps=steps, series=[given] if given else [], events=_event_marks(events))
+    rows = []
+    for s in dose.steps:
+        rows.append((s.start, f'<tr data-source="{escape(" ".join(s.sources))}">'
+                     f'<td class="date">{s.start.date().isoformat()}</td>'
+                     f'<td class="date">{s.end.date().isoformat()}</td>'
+                     f"<td>{escape(number(s.mg)) if s.mg is not None else 'not computable'}</td>"
+                     f"<td>{escape(dose_band(s.mg, settings))}</td><td>{escape(s.detail)}</td>"
+                     f"<td>{escape(', '.join(s.sources))}</td></tr>"))
+    for g in dose.given:
+        rows.append((g.day, f'<tr class="given" data-source="{escape(" ".join(g.sources))}">'
+                     f'<td class="date">{g.day.date().isoformat()}</td><td>given that day</td>'
+                     f"<td>{escape(number(g.mg)) if g.mg is not None else 'not computable'}</td>"
+                     f"<td>{escape(dose_band(g.mg, settings))}</td><td>{escape(g.detail)}</td>"
+                     f"<td>{escape(', '.join(g.sources))}</td></tr>"))
+    rows = [row for _, row in sorted(rows, key=lambda r: r[0], reverse=True)]
+    table = ('<table class="data" id="table-steroid"><caption>Prednisone-equivalent daily dose, newest first'
+             "</caption><thead><tr><th scope=col>From</th><th scope=col>To</th><th scope=col>mg/day</th>"
+             "<th scope=col>Band</th><th scope=col>How it was computed</th><th scope=col>FHIR resources</th>"
+             "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    return _section("steroid", "Corticosteroid dose (prednisone equivalent)", summary, [chart.svg()],
+                    [table, event_table("events-steroid", events)])
+
+
+# ---------------------------------------------------------------------------------------- styles
+
+STYLESHEET = """
+h1{font-size:1.35em;margin:.4em 0 .2em}
+h2{font-size:1.15em;margin:1.2em 0 .3em;border-bottom:1px solid #ccd;padding-bottom:.2em}
+h3{font-size:1em;margin:.8em 0 .2em}
+.lede{color:#444;margin:.2em 0 .6em}
+.views{display:flex;gap:6px;margin:.4em 0 .8em}
+.views a{padding:4px 10px;border:1px solid #1f3a5f;border-radius:4px;color:#1f3a5f;text-decoration:none}
+.views a[aria-current]{background:#1f3a5f;color:#fff}
+.notice{border-left:4px solid #b26a00;background:#fff6e5;padding:4px 12px;margin:.6em 0}
+.notice p{margin:.2em 0}
+.summary{margin:.3em 0 .5em}
+svg.chart{display:block;max-width:100%;height:auto;font-size:11px;background:#fff}
+svg.chart .axis{stroke:#555;stroke-width:1}
+svg.chart .grid{stroke:#e6e6e6;stroke-width:1}
+svg.chart .tick,svg.chart .unit{fill:#444}
+svg.chart .band-normal{fill:#e3f4e6}
+svg.chart .band-low-dose{fill:#f1f7de}
+svg.chart .band-low,svg.chart .band-high,svg.chart .band-medium{fill:#fff3d6}
+svg.chart .band-marked{fill:#ffe2c4}
+svg.chart .band-critical{fill:#fbd5d2}
+svg.chart .rule line{stroke:#777;stroke-dasharray:4 3}
+svg.chart .rule text{fill:#333}
+svg.chart .rule-critical line{stroke:#b3261e}
+svg.chart .rule-critical text{fill:#b3261e}
+svg.chart .rule-target line{stroke:#2e7d32}
+svg.chart .trend{fill:none;stroke:#1f3a5f;stroke-width:1.2;opacity:.55}
+svg.chart circle.dot{fill:#1f3a5f;stroke:#fff;stroke-width:.8}
+svg.chart circle.preliminary{fill:#fff;stroke:#1f3a5f;stroke-width:1.4}
+svg.chart circle.given{fill:#8e24aa}
+svg.chart .step line{stroke:#1f3a5f;stroke-width:3}
+svg.chart .step text{fill:#8e24aa;font-weight:600}
+svg.chart .step.clipped line{stroke:#8e24aa}
+svg.chart rect.unknown{fill:#9e9e9e;opacity:.25}
+svg.chart .event line{stroke:#6d4c41;stroke-dasharray:2 3;stroke-width:1.2}
+svg.chart .event text{fill:#6d4c41;font-weight:600}
+svg.chart .red-flag line{stroke:#b3261e}
+svg.chart .red-flag text{fill:#b3261e}
+svg.chart .medicine line{stroke:#00796b}
+svg.chart .medicine text{fill:#00796b}
+table.data{border-collapse:collapse;margin:.6em 0 1em;font-size:.85em;width:100%}
+table.data caption{text-align:left;font-weight:600;padding:.3em 0}
+table.data th,table.data td{border:1px solid #d5d5d5;padding:2px 6px;text-align:left;vertical-align:top}
+table.data th{background:#f3f5f8}
+table.data td.date{white-space:nowrap}
+"""

@@ -1,0 +1,258 @@
+"""The lab and steroid timeline (``plugin/trends.py``) as pure functions: FHIR resources in, HTML/SVG out;
+and the ``smart`` link the CK, electrolyte and steroid cards carry when the app is served."""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import MappingProxyType
+
+import builders as b
+import pytest
+
+from cds_hooks.apps import AppPage
+from plugin import trends
+from plugin.hooks import advise
+from plugin.settings import settings_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import trends_data as data  # noqa: E402
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+SINCE = NOW - timedelta(days=trends.WINDOW_DAYS)
+LAUNCH_URL = "https://cds.example.org/smart-apps/trends/launch"
+
+
+def page_for(bundle, view=None, **config):
+    by_key = {"patient": ("Patient",), "labs": ("Observation",), "conditions": ("Condition",),
+              "medicationRequests": ("MedicationRequest",), "medicationStatements": ("MedicationStatement",),
+              "medicationAdministrations": ("MedicationAdministration",)}
+    resources = {key: tuple(data.resources_of(bundle, *types)) for key, types in by_key.items()}
+    resources["symptoms"] = ()
+    return AppPage("trends-1", resources, NOW, view=view, config=MappingProxyType(config))
+
+
+def chart_points(html: str, chart_id: str) -> dict[str, float]:
+    """``{data-source: data-value}`` of every plotted point of one chart."""
+    svg = re.search(rf'<svg[^>]* id="{chart_id}".*?</svg>', html, re.S)
+    assert svg, f"no {chart_id}"
+    found = re.findall(r'<circle class="dot[^"]*"[^>]*data-source="([^"]+)"[^>]*data-value="([^"]+)"', svg.group(0))
+    return {source: float(value) for source, value in found}
+
+
+@pytest.fixture(scope="module")
+def timeline():
+    return data.timeline_patient(NOW)
+
+
+@pytest.fixture(scope="module")
+def html(timeline):
+    return trends.render(page_for(timeline))
+
+
+# --------------------------------------------------------------------------------------- the charts
+
+
+@pytest.mark.parametrize("chart", ["chart-ck", "chart-potassium", "chart-magnesium", "chart-calcium"])
+def test_every_plotted_point_is_a_fixture_value_traced_to_its_observation(html, timeline, chart):
+    expected = data.expected_points(timeline)[chart]
+    plotted = chart_points(html, chart)
+    assert set(plotted) == set(expected)
+    for source, value in expected.items():
+        assert plotted[source] == pytest.approx(value, abs=0.006), source
+
+
+def test_results_that_are_not_results_are_listed_with_the_reason_and_never_plotted(html):
+    rows = {source: row for source, row in re.findall(r'<tr data-source="(Observation/[^"]+)">(.*?)</tr>', html)}
+    plotted = {s for chart in ("chart-ck", "chart-magnesium", "chart-potassium") for s in chart_points(html, chart)}
+    assert "status entered-in-error" in rows["Observation/ck-error"]
+    assert "9999 U/L" in rows["Observation/ck-error"]  # shown as sent
+    assert "0.62 (no unit)" in rows["Observation/mg-nounit"] and "no unit" in rows["Observation/mg-nounit"]
+    assert "haemolysed" in rows["Observation/ck-text"] and "no numeric value" in rows["Observation/ck-text"]
+    assert not plotted & {"Observation/ck-error", "Observation/mg-nounit", "Observation/ck-text"}
+
+
+def test_a_preliminary_result_is_plotted_hollow_and_the_latest_final_is_the_summary(html):
+    assert re.search(r'<circle class="dot preliminary"[^>]*data-source="Observation/k-prelim"', html)
+    summary = re.search(r'Potassium: latest ([\d.]+) mmol/L', html)
+    assert summary and summary.group(1) == "3.1"  # k-prelim (3.0, preliminary) is newer but not final
+
+
+def test_magnesium_in_mmol_per_litre_is_charted_in_mg_per_decilitre(html):
+    assert chart_points(html, "chart-magnesium")["Observation/mg-mmol"] == pytest.approx(0.70 / 0.4114, abs=0.006)
+
+
+def test_ck_is_graded_against_the_labs_own_limit_and_its_multiples(html):
+    rules = dict(re.findall(r'<g class="rule ([\w-]+)" data-value="([\d.]+)"', re.search(
+        r'<svg[^>]* id="chart-ck".*?</svg>', html, re.S).group(0)))
+    assert float(rules["rule-limit"]) == 192  # the lab's referenceRange.high
+    assert float(rules["rule-marked"]) == 192 * 5 and float(rules["rule-critical"]) == 192 * 10
+    assert "Latest CK 828 U/L" in html and "4.3 × ULN" in html
+
+
+def test_without_a_lab_range_the_ck_limit_is_the_default_for_the_patients_sex(timeline):
+    bundle = {"entry": [e for e in timeline["entry"] if e["resource"]["resourceType"] != "Observation"]
+              + [{"resource": {k: v for k, v in data.observation("ck-bare", "ck", NOW - timedelta(days=3), 500).items()
+                               if k != "referenceRange"}}]}
+    html = trends.render(page_for(bundle))
+    assert "upper limit 192 U/L, default for women" in html
+    settings = settings_for({})
+    assert settings.ck_uln_female == 192
+
+
+def test_fasciculation_and_red_flag_dates_are_marked_on_every_chart(html):
+    for chart in ("chart-ck", "chart-potassium", "chart-steroid"):
+        svg = re.search(rf'<svg[^>]* id="{chart}".*?</svg>', html, re.S).group(0)
+        assert 'data-source="Condition/trends-fasc"' in svg and 'class="event fasciculation"' in svg
+        assert 'data-source="Condition/trends-dysphagia"' in svg and 'class="event red-flag"' in svg
+
+
+def test_the_diuretic_start_is_marked_on_the_electrolyte_charts(html):
+    svg = re.search(r'<svg[^>]* id="chart-potassium".*?</svg>', html, re.S).group(0)
+    start = (NOW - timedelta(days=200)).date().isoformat()
+    assert re.search(rf'<g class="event medicine" data-source="MedicationRequest/furosemide" data-date="{start}"',
+                     svg)
+
+
+def test_the_chosen_view_comes_first():
+    bundle = data.timeline_patient(NOW)
+    for view in ("ck", "electrolytes", "steroid"):
+        html = trends.render(page_for(bundle, view=view))
+        assert re.findall(r'<section class="view" id="view-(\w+)"', html)[0] == view
+        assert re.search(rf'<a href="[^"]*"[^>]* aria-current="page">{re.escape(dict(trends.VIEWS)[view])}<', html)
+
+
+def test_a_patient_without_data_gets_a_readable_page():
+    html = trends.render(AppPage("p", {"patient": ({"resourceType": "Patient", "id": "p"},)}, NOW))
+    assert "No creatine kinase results in the last two years." in html
+    assert "No potassium results in the last two years." in html
+    assert "No systemic corticosteroid recorded in the last two years." in html
+    assert "<svg" not in html
+
+
+def test_every_chart_has_the_same_data_in_a_table_for_screen_readers(html):
+    for chart, table in (("chart-ck", "table-ck"), ("chart-potassium", "table-potassium"),
+                         ("chart-steroid", "table-steroid")):
+        assert re.search(rf'<svg[^>]* id="{chart}"[^>]* role="img"[^>]* aria-describedby="{table}"', html)
+        assert f'<table class="data" id="{table}"><caption>' in html
+
+
+def test_malformed_resources_are_skipped_never_an_exception():
+    bad = [
+        "not a resource", None, ["a", "list"],
+        {"resourceType": "Observation", "id": "x1", "status": "final", "code": {"coding": "oops"}},
+        {"resourceType": "Observation", "id": "x2", "status": "final",
+         "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}]},
+         "effectiveDateTime": "9999-99-99", "valueQuantity": {"value": 4}},
+        {"resourceType": "Observation", "id": "x3", "status": "final",
+         "code": {"coding": [{"system": "http://loinc.org", "code": "2823-3"}]},
+         "effectiveDateTime": (NOW - timedelta(days=3)).isoformat(),
+         "valueQuantity": {"value": 1e308, "unit": "mmol/L"}},
+        {"resourceType": "Observation", "id": "x4", "status": ["final"],
+         "code": {"coding": [{"system": "http://loinc.org", "code": "2157-6"}]},
+         "effectiveDateTime": (NOW - timedelta(days=3)).isoformat(), "valueQuantity": {"value": "12", "unit": "U/L"},
+         "referenceRange": [{"high": {"value": True}}, "x"]},
+        {"resourceType": "Observation", "id": "<script>", "status": "final",
+         "code": {"coding": [{"system": "http://loinc.org", "code": "2157-6", "display": "<b>CK</b>"}]},
+         "effectiveDateTime": (NOW - timedelta(days=2)).isoformat(), "valueQuantity": {"value": 90, "unit": "<i>U/L"}},
+    ]
+    meds = [{"resourceType": "MedicationRequest", "id": "m1", "status": "active", "authoredOn": 12,
+             "medicationCodeableConcept": {"text": "prednisone 20 MG Oral Tablet"}, "dosageInstruction": "daily"},
+            {"resourceType": "MedicationStatement", "id": "m2", "status": "active",
+             "medicationCodeableConcept": {"text": "prednisone 5 MG Oral Tablet"},
+             "effectivePeriod": {"start": (NOW - timedelta(days=40)).isoformat()},
+             "dosage": [{"doseAndRate": [{"doseQuantity": {"value": "x"}}], "timing": "daily"}]},
+            {"resourceType": "MedicationAdministration", "id": "m3", "status": "completed", "dosage": [],
+             "medicationCodeableConcept": {"text": "methylprednisolone 1000 MG Injection"},
+             "effectiveDateTime": (NOW - timedelta(days=5)).isoformat()}]
+    page = AppPage("p", {"patient": ({"gender": ["x"]},), "labs": tuple(bad), "conditions": tuple(bad),
+                         "symptoms": tuple(bad), "medicationRequests": tuple(meds[:1] + bad),
+                         "medicationStatements": tuple(meds[1:2]), "medicationAdministrations": tuple(meds[2:])}, NOW)
+    html = trends.render(page)
+    assert "<script>" not in html and "<b>CK</b>" not in html and "<i>U/L" not in html
+    assert "Observation/&lt;script&gt;" in html
+    rows = dict(re.findall(r'<tr data-source="(Observation/x\d)">(.*?)</tr>', html))
+    assert "implausible value" in rows["Observation/x3"]
+    assert "status (no status)" in rows["Observation/x4"]  # a list is not a status: listed, not plotted
+    assert "Observation/x2" not in rows  # no usable date: counted, not shown
+    assert "not computable" in html  # the statement's dose has no number
+
+
+# ------------------------------------------------------------------------------------ steroid dose
+
+
+def test_the_dose_series_follows_the_pulse_and_the_taper(timeline):
+    plan = data.steroid_plan(NOW)
+    meds = data.resources_of(timeline, "MedicationRequest", "MedicationAdministration")
+    series = trends.prednisone_dose_series(meds, SINCE, NOW)
+    by_start = {(s.start.date(), s.mg) for s in series.steps}
+    assert (plan["pulse"].date(), 1250.0) in by_start  # methylprednisolone 1 g x 1.25
+    assert (plan["raised"].date(), 60.0) in by_start
+    for start, mg in zip(plan["taper"][1:], plan["doses"][1:], strict=True):
+        assert (start.date(), float(mg)) in by_start
+    assert series.steps[-1].mg == 10.0 and series.steps[-1].sources == ("MedicationRequest/pred-taper",)
+    assert [g.mg for g in series.given] == [1250.0, 1250.0, 1250.0]
+    assert [g.day.date() for g in series.given] == [(plan["pulse"] + timedelta(days=i)).date() for i in range(3)]
+    assert all(s.mg == 0.0 for s in series.steps if not s.sources)
+
+
+def test_a_request_and_a_statement_for_one_ingredient_are_one_dose_not_two():
+    """10.1: a MedicationRequest and a MedicationStatement for prednisone 20 mg daily are 20 mg/day, not 40."""
+    start = NOW - timedelta(days=30)
+    request = data.medication_request("r", "312615", "prednisone 20 MG Oral Tablet", "active", start, [data.daily(20)])
+    statement = {"resourceType": "MedicationStatement", "id": "s", "status": "active",
+                 "medicationCodeableConcept": {"text": "prednisone 20 MG Oral Tablet"},
+                 "effectivePeriod": {"start": start.isoformat()}, "dosage": [data.daily(20)]}
+    series = trends.prednisone_dose_series([request, statement], SINCE, NOW)
+    assert series.steps[-1].mg == 20.0
+    assert series.steps[-1].sources == ("MedicationRequest/r",)
+
+
+def test_different_ingredients_add_up_as_prednisone_equivalents():
+    start = NOW - timedelta(days=30)
+    pred = data.medication_request("p", "312615", "prednisone 20 MG Oral Tablet", "active", start, [data.daily(5)])
+    dexa = data.medication_request("d", "3264", "dexamethasone", "active", start, [data.daily(0.75)])
+    assert trends.prednisone_dose_series([pred, dexa], SINCE, NOW).steps[-1].mg == pytest.approx(10.0)
+
+
+def test_the_dose_chart_draws_the_bands_and_puts_pulses_above_the_axis(html):
+    svg = re.search(r'<svg[^>]* id="chart-steroid".*?</svg>', html, re.S).group(0)
+    assert re.search(r'<g class="step clipped" data-source="MedicationRequest/mp-pulse" data-value="1250"', svg)
+    assert re.search(r'<g class="step" data-source="MedicationRequest/pred-taper" data-value="10"', svg)
+    assert 'class="band band-normal"' in svg and 'class="band band-critical"' not in svg.split("mg/day")[0]
+    assert "Now: 10 mg/day prednisone equivalent (medium)" in html
+
+
+# ------------------------------------------------------------------------------------- card links
+
+
+@pytest.mark.parametrize(("resources", "topic", "view"), [
+    ([], "ck-testing", "ck"),
+    ([b.ck(900)], "ck-elevated", "ck"),
+    ([], "electrolyte-testing", "electrolytes"),
+    ([b.ck(100), b.potassium(2.9)], "electrolyte-abnormal", "electrolytes"),
+])
+def test_ck_and_electrolyte_cards_link_to_the_timeline_when_the_app_is_served(resources, topic, view):
+    request = replace(b.hook_request(b.baseline(*resources)), smart_apps=MappingProxyType({"trends": LAUNCH_URL}))
+    card = b.card(advise(request), topic)
+    assert card["links"][0] == {"label": "Open the lab and steroid timeline", "url": LAUNCH_URL, "type": "smart",
+                                "appContext": f"view={view}"}
+
+
+def test_the_steroid_card_opens_the_steroid_view():
+    prednisone = b.medication_request("312615", "prednisone 20 MG Oral Tablet", dosages=[b.dosage(40)])
+    request = replace(b.hook_request(b.baseline(prednisone)), smart_apps=MappingProxyType({"trends": LAUNCH_URL}))
+    card = b.card(advise(request), "steroid-review")
+    assert card["links"][0]["type"] == "smart" and card["links"][0]["appContext"] == "view=steroid"
+
+
+def test_no_smart_link_when_the_app_is_not_served_or_the_card_has_no_view():
+    cards = advise(b.hook_request(b.baseline()))
+    assert not any(link["type"] == "smart" for c in cards for link in c.get("links", []))
+    request = replace(b.hook_request(b.baseline(b.condition("40739000", b.SNOMED, days_ago=1))),
+                      smart_apps=MappingProxyType({"trends": LAUNCH_URL}))
+    red_flag = b.card(advise(request), "red-flag-urgent")
+    assert not any(link["type"] == "smart" for link in red_flag["links"])
