@@ -26,8 +26,11 @@ _signed = os.environ.get("LUPUS_CDS_ALLOW_UNSIGNED", "").strip().lower() not in 
 # The client-JWT replay store (jti) is in memory unless LUPUS_CDS_REDIS_URL is set, and each worker process
 # has its own: a token replayed to another worker would pass. So, by default, several workers only with
 # Redis; otherwise one worker whose threads give the concurrency (hook calls mostly wait on I/O).
+# The SMART app's launches and sessions are kept in memory too without Redis (a launch started in one
+# worker must finish in the same one).
+_smart_app = os.environ.get("LUPUS_CDS_SMART_APP", "").strip().lower() in ("1", "true", "yes", "on")
 _default_workers = min(multiprocessing.cpu_count() * 2 + 1, 8) \
-    if (os.environ.get("LUPUS_CDS_REDIS_URL") or not _signed) else 1
+    if (os.environ.get("LUPUS_CDS_REDIS_URL") or (not _signed and not _smart_app)) else 1
 workers = int(os.environ.get("LUPUS_CDS_WORKERS") or _default_workers)
 threads = int(os.environ.get("LUPUS_CDS_THREADS") or 4)
 worker_class = "gthread"

@@ -48,7 +48,7 @@ from urllib.parse import urlencode, urlsplit
 import requests
 from flask import Blueprint, Flask, Response, current_app, redirect, request
 
-from . import jsonio
+from . import collector, jsonio
 from .app_sessions import StoreUnavailable, digest, store_for
 from .apps import AppPage, SmartAppDefinition
 from .fhir_client import build_session, encode_query, within_base
@@ -427,7 +427,8 @@ def page(app_id: str) -> Response:
         view_urls=MappingProxyType({v: app_url(app_id) + "?" + urlencode({"s": handle, "view": v})
                                     for v in views}),
         notes=notes, config=current_app.extensions["cds_hooks"].config)
-    body = app_def.render(page_input)
+    with collector.body_held():  # the resources read have no cycles: keep the collector from walking them
+        body = app_def.render(page_input)
     banner = patient_banner(resources.get("patient", ())) if session.get("need_patient_banner") else ""
     return _html(app_def.title, banner + f"<main>{body}</main>", 200)
 

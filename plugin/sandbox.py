@@ -10,7 +10,8 @@ What it does, in order (each step reports its progress):
    prefetch ones for any service, the no-prefetch ones with ``fhirServer`` pointing at this FHIR server;
 4. serves the service at ``http://127.0.0.1:PORT/cds-services`` with ``LUPUS_CDS_ALLOW_UNSIGNED=1`` (no
    client JWT needed; ``--clients FILE`` verifies JWTs instead), this FHIR server allowlisted for the
-   fetch path (``LUPUS_CDS_SANDBOX_FHIR_SERVERS``), and CORS open to the public CDS Hooks Sandbox;
+   fetch path (``LUPUS_CDS_SANDBOX_FHIR_SERVERS``), CORS open to the public CDS Hooks Sandbox, and the
+   SMART app behind the cards on (``LUPUS_CDS_SMART_APP``, launchable from this FHIR server only);
 5. prints the URLs to paste into the CDS Hooks Sandbox and a curl command, then runs until Ctrl-C (or
    SIGTERM) and stops both servers.
 
@@ -147,6 +148,10 @@ def sandbox_command(port: int, fhir_port: int, sekmet_path: str | None, workdir:
             "LUPUS_CDS_SANDBOX_FHIR_SERVERS": fhir.base_url,
             "LUPUS_CDS_PUBLIC_URL": public_url,
             "LUPUS_CDS_CORS_ORIGINS": PUBLIC_SANDBOX,
+            # the lab and steroid timeline behind the cards, launchable from this FHIR server only
+            "LUPUS_CDS_SMART_APP": True,
+            "LUPUS_CDS_SMART_APP_ISS": fhir.base_url,
+            "LUPUS_CDS_SMART_APP_FRAME_ANCESTORS": f"'self' {PUBLIC_SANDBOX}",
             "LUPUS_CDS_DATABASE_URL": f"sqlite:///{folder / 'feedback.sqlite3'}",
             "LUPUS_CDS_LOG_FORMAT": "text",
         }
@@ -190,6 +195,8 @@ def print_banner(public_url: str, fhir_base: str, folder: Path, unsigned: bool) 
         f"  CDS service discovery : {discovery}",
         f"  FHIR server           : {fhir_base}",
         f"  client JWTs           : {'not required (LUPUS_CDS_ALLOW_UNSIGNED=1)' if unsigned else 'verified'}",
+        f"  SMART app (timeline)  : {public_url}/smart-apps/trends/launch  (cards link to it; an EHR launch",
+        f"                          needs an authorization server for {fhir_base}: see README)",
         "",
         "In the public CDS Hooks Sandbox (this machine's browser), open:",
         f"  {sandbox_link(fhir_base, discovery, FIRST_PATIENT)}",

@@ -10,11 +10,15 @@ class names that ``plugin/trends.py``'s stylesheet colours.
 
 from __future__ import annotations
 
+import functools
+import html
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from html import escape
+
+#: escaping, cached: a long series repeats its units, statuses, dates and values thousands of times
+escape = functools.lru_cache(maxsize=1 << 16)(html.escape)
 
 LEFT, RIGHT, TOP, BOTTOM = 64, 150, 14, 30
 
@@ -38,18 +42,20 @@ class Rule:
     css: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # many per chart: a plain slotted class builds fastest
 class Dot:
-    """One plotted value. ``attrs`` become ``data-*`` attributes (``source`` always among them)."""
+    """One plotted value. ``attrs`` become ``data-*`` attributes (``source`` always among them): a mapping,
+    or (for a long series, built in one step) the attributes already written as escaped HTML. ``title`` is
+    HTML, escaped by the caller, who builds it from parts it escaped once."""
 
     when: datetime
     value: float
     title: str
-    attrs: Mapping[str, str]
+    attrs: Mapping[str, str] | str
     css: str = "dot"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # many per chart: a plain slotted class builds fastest
 class Step:
     """A value holding from ``start`` to ``end`` (``None``: not known; drawn as a gap)."""
 
@@ -60,7 +66,7 @@ class Step:
     attrs: Mapping[str, str]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # many per chart: a plain slotted class builds fastest
 class Event:
     """A dated marker across the chart (a symptom, a medicine started)."""
 
@@ -207,16 +213,28 @@ class Chart:
         return out
 
     def _dots(self, dots: Iterable[Dot]) -> list[str]:
+        # A two-year daily series is thousands of dots: the scale is worked out once, not per dot.
         dots = sorted(dots, key=lambda d: d.when)
         if not dots:
             return []
-        path = " ".join(f"{self.x(d.when):.1f},{self.y(d.value):.1f}" for d in dots)
-        out = [f'<polyline class="trend" points="{path}"/>']
+        start, span = self.start.timestamp(), (self.end - self.start).total_seconds() or 1.0
+        width, height = self.plot_width, self.plot_height
+        low, high = self._scaled(self.y_min), self._scaled(self.y_max)
+        y_span = (high - low) or 1.0
+        y_min, y_max, log = self.y_min, self.y_max, self.log
+        coordinates = []
         for dot in dots:
-            clipped = dot.value > self.y_max
-            out.append(f'<circle class="{escape(dot.css)}{" clipped" if clipped else ""}" '
-                       f'cx="{self.x(dot.when):.1f}" cy="{self.y(dot.value):.1f}" r="3.2"{attributes(dot.attrs)}>'
-                       f"<title>{escape(dot.title)}</title></circle>")
+            share = (dot.when.timestamp() - start) / span
+            x = LEFT + (0.0 if share < 0 else 1.0 if share > 1 else share) * width
+            value = y_min if dot.value < y_min else y_max if dot.value > y_max else dot.value
+            y = TOP + (1.0 - ((math.log10(value) if log else value) - low) / y_span) * height
+            coordinates.append((x, y))
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in coordinates)
+        out = [f'<polyline class="trend" points="{path}"/>']
+        for dot, (x, y) in zip(dots, coordinates, strict=True):
+            clipped = " clipped" if dot.value > y_max else ""
+            out.append(f'<circle class="{escape(dot.css)}{clipped}" cx="{x:.1f}" cy="{y:.1f}" r="3.2"'
+                       f"{attributes(dot.attrs)}><title>{dot.title}</title></circle>")
         return out
 
     def y_ticks(self) -> list[float]:
@@ -233,8 +251,11 @@ class Chart:
         return nice_ticks(self.y_min, self.y_max)
 
 
-def attributes(attrs: Mapping[str, str]) -> str:
-    return "".join(f' data-{escape(name)}="{escape(str(value))}"' for name, value in attrs.items())
+def attributes(attrs: Mapping[str, str] | str) -> str:
+    """``data-*`` attributes of a mark; a ``str`` is taken as already written (and escaped) HTML."""
+    if isinstance(attrs, str):
+        return attrs
+    return "".join([f' data-{escape(name)}="{html.escape(value)}"' for name, value in attrs.items()])
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:

@@ -25,11 +25,12 @@ the same data in a plain table for screen readers.
 
 from __future__ import annotations
 
+import functools
+import html
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from html import escape
 from typing import Any
 
 from cds_hooks.apps import AppPage, SmartAppDefinition
@@ -48,7 +49,7 @@ from .facts import (
 )
 from .fhirdata import as_list, codings, parse_datetime, period_start, status_code
 from .settings import Settings, settings_for
-from .svgchart import Band, Chart, Dot, Event, Rule, Step, number
+from .svgchart import Band, Chart, Dot, Event, Rule, Step, escape, number
 
 APP_ID = "trends"
 TITLE = "Lab and steroid timeline"
@@ -117,7 +118,7 @@ def definition() -> SmartAppDefinition:
 # ----------------------------------------------------------------------------------------- lab data
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: a two-year daily record builds thousands, and frozen init is slower
 class LabPoint:
     """One lab result as the chart and its table show it.
 
@@ -155,10 +156,16 @@ _CALCIUM_FACTORS = {
 
 
 def _convert(analyte: str, value: float, unit: str, coded: Coded) -> float | None:
+    factor = _factor(analyte, unit, coded)
+    return None if factor is None else value * factor
+
+
+@functools.lru_cache(maxsize=1024)  # a series has one or two units
+def _factor(analyte: str, unit: str, coded: Coded) -> float | None:
+    """What a value in ``unit`` is multiplied by to be in the chart's unit (``None``: not convertible)."""
     if analyte in _CALCIUM_FACTORS:
-        factor = _CALCIUM_FACTORS[analyte].get(unit.replace(" ", "").lower())
-        return None if factor is None else value * factor
-    return to_canonical(analyte, value, unit, coded)[0]
+        return _CALCIUM_FACTORS[analyte].get(unit.replace(" ", "").lower())
+    return to_canonical(analyte, 1.0, unit, coded)[0]
 
 
 def _status(raw: Mapping[str, Any]) -> str | None:
@@ -167,9 +174,14 @@ def _status(raw: Mapping[str, Any]) -> str | None:
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    kind = type(value)
+    if kind is not float and kind is not int:  # bool (an int subclass) and everything else: not a number
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer too big for a float
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _unit_of(quantity: Mapping[str, Any]) -> str | None:
@@ -180,7 +192,33 @@ def _unit_of(quantity: Mapping[str, Any]) -> str | None:
     return None
 
 
+_RANGES: dict[tuple[Any, ...], tuple[float | None, float | None]] = {}
+
+
 def _range(raw: Mapping[str, Any], analyte: str, unit: str | None, coded: Coded) -> tuple[float | None, float | None]:
+    """The lab's reference range in the chart's unit. A lab sends the same few ranges with every result, so
+    the usual shape (one range, a low and a high quantity) is looked up by its values."""
+    ranges = raw.get("referenceRange")
+    if type(ranges) is list and len(ranges) == 1 and type(ranges[0]) is dict:
+        low, high = ranges[0].get("low"), ranges[0].get("high")
+        if type(low) is dict and type(high) is dict:
+            key = (analyte, coded.code, unit, low.get("value"), low.get("code"), low.get("unit"), high.get("value"),
+                   high.get("code"), high.get("unit"))
+            try:
+                return _RANGES[key]
+            except KeyError:
+                pass
+            except TypeError:  # an unhashable value: read it the long way
+                return _read_range(raw, analyte, unit, coded)
+            if len(_RANGES) > 4096:
+                _RANGES.clear()
+            found = _RANGES[key] = _read_range(raw, analyte, unit, coded)
+            return found
+    return _read_range(raw, analyte, unit, coded)
+
+
+def _read_range(raw: Mapping[str, Any], analyte: str, unit: str | None, coded: Coded
+                ) -> tuple[float | None, float | None]:
     for rng in as_list(raw.get("referenceRange")):
         if not isinstance(rng, Mapping):
             continue
@@ -205,7 +243,8 @@ def _flag(raw: Mapping[str, Any]) -> str | None:
 
 
 def _as_sent(value: Any) -> str:
-    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)[:40]
+    kind = type(value)
+    return str(value) if kind is float or kind is int else repr(value)[:40]
 
 
 def lab_point(raw: Mapping[str, Any], analyte: str, coded: Coded, when: datetime) -> LabPoint:
@@ -214,62 +253,71 @@ def lab_point(raw: Mapping[str, Any], analyte: str, coded: Coded, when: datetime
         analyte = "calcium-ionized"
     source = f"Observation/{raw.get('id', '?')}"
     status = _status(raw) or "(no status)"
-    flag = _flag(raw)
+    flag = _flag(raw) if "interpretation" in raw else None
     quantity = raw.get("valueQuantity")
-    common = {"analyte": analyte, "when": when, "source": source, "status": status, "code": coded.code,
-              "flag": flag}
-    if not isinstance(quantity, Mapping):
+    if type(quantity) is not dict and not isinstance(quantity, Mapping):
         absent = raw.get("dataAbsentReason")
         reason = next((c.get("code") for c in codings(absent) if isinstance(c.get("code"), str)), None) \
             if isinstance(absent, Mapping) else None
         text = raw.get("valueString") if isinstance(raw.get("valueString"), str) else None
         shown = f'"{text[:60]}"' if text else (f"no value ({reason})" if reason else "no value")
-        return LabPoint(**common, value=None, shown=shown, why_not="no numeric value")
+        return LabPoint(analyte, when, source, status, None, shown, coded.code, flag, None, None, "no numeric value")
     raw_value = quantity.get("value")
     value = _number(raw_value)
     unit = _unit_of(quantity)
     shown = f"{_as_sent(raw_value)} {unit}" if unit else f"{_as_sent(raw_value)} (no unit)"
     low, high = _range(raw, analyte, unit, coded) if unit else (None, None)
-    common.update(ref_low=low, ref_high=high)
+    why_not = None
+    converted = None
     if status not in PLOTTED_STATUSES:
-        return LabPoint(**common, value=None, shown=shown, why_not=f"status {status}")
-    if value is None:
-        return LabPoint(**common, value=None, shown=shown, why_not="the value is not a number")
-    if unit is None:
-        return LabPoint(**common, value=None, shown=shown, why_not="no unit")
-    converted = _convert(analyte, value, unit, coded)
-    if converted is None:
-        return LabPoint(**common, value=None, shown=shown, why_not=f"unit {unit} is not one this chart reads")
-    if not 0 <= converted < 1e7:
-        return LabPoint(**common, value=None, shown=shown, why_not="implausible value")
-    return LabPoint(**common, value=converted, shown=shown)
+        why_not = f"status {status}"
+    elif value is None:
+        why_not = "the value is not a number"
+    elif unit is None:
+        why_not = "no unit"
+    else:
+        converted = _convert(analyte, value, unit, coded)
+        if converted is None:
+            why_not = f"unit {unit} is not one this chart reads"
+        elif not 0 <= converted < 1e7:
+            why_not, converted = "implausible value", None
+    return LabPoint(analyte, when, source, status, converted, shown, coded.code, flag, low, high, why_not)
+
+
+_CHARTED = frozenset({"ck", "potassium", "magnesium", "calcium"})
 
 
 def lab_series(observations: Iterable[Mapping[str, Any]], since: datetime, now: datetime
                ) -> tuple[dict[str, list[LabPoint]], int]:
     """Analyte -> its points in the window, oldest first; and how many results had no date."""
+    # Sees every lab result of the record (thousands): exact type checks first, an ABC check only for the rest.
     series: dict[str, list[LabPoint]] = {}
     undated = 0
     seen: set[str] = set()
+    latest = now + timedelta(days=1)
+    charted = _CHARTED
     for raw in observations:
-        if not isinstance(raw, Mapping):
+        if type(raw) is not dict and not isinstance(raw, Mapping):
             continue
         rid = raw.get("id")
-        if isinstance(rid, str):
+        if type(rid) is str:
             if rid in seen:
                 continue
             seen.add(rid)
-        lab, _ = classify_observation_code(raw.get("code"))
-        if lab is None or lab[0] not in ("ck", "potassium", "magnesium", "calcium"):
+        lab = classify_observation_code(raw.get("code"))[0]
+        if lab is None or lab[0] not in charted:
             continue
         when = observation_date(raw)
         if when is None:
             undated += 1
             continue
-        if when < since or when > now + timedelta(days=1):
+        if when < since or when > latest:
             continue
         point = lab_point(raw, lab[0], lab[1], when)
-        series.setdefault(point.analyte, []).append(point)
+        found = series.get(point.analyte)
+        if found is None:
+            found = series[point.analyte] = []
+        found.append(point)
     for points in series.values():
         points.sort(key=lambda p: p.when)
     return series, undated
@@ -559,6 +607,7 @@ def _section(view: str, title: str, summary: str, charts: Sequence[str], tables:
             + "".join(charts) + "".join(tables) + "</section>")
 
 
+@functools.lru_cache(maxsize=1 << 14)  # a series repeats few values
 def _fmt(value: float | None, analyte: str) -> str:
     if value is None:
         return "—"
@@ -566,17 +615,24 @@ def _fmt(value: float | None, analyte: str) -> str:
 
 
 def _dots(points: Sequence[LabPoint], note: Any) -> list[Dot]:
-    unit = CHART_UNITS[points[0].analyte] if points else ""
+    if not points:
+        return []
+    analyte = points[0].analyte
+    unit, name, decimals = CHART_UNITS[analyte], escape(NAMES[analyte]), DECIMALS.get(analyte, 1)
     dots = []
     for p in points:
         if p.value is None:
             continue
-        text = f"{NAMES[p.analyte]} {_fmt(p.value, p.analyte)} {unit} on {p.when.date().isoformat()}"
+        value = f"{p.value:.{decimals}f}"
+        day = p.when.date().isoformat()
         extra = note(p)
+        # the title is built from escaped parts (names, numbers and dates need none)
+        source, status = html.escape(p.source), escape(p.status)
         dots.append(Dot(p.when, p.value,
-                        text + (f" ({extra})" if extra else "") + f"; {p.status}; {p.source}",
-                        {"source": p.source, "value": _fmt(p.value, p.analyte).replace(",", ""), "unit": unit,
-                         "date": p.when.date().isoformat(), "status": p.status},
+                        f"{name} {_fmt(p.value, analyte)} {unit} on {day}" + (f" ({escape(extra)})" if extra else "")
+                        + f"; {status}; {source}",
+                        f' data-source="{source}" data-value="{value}" data-unit="{unit}" data-date="{day}" '
+                        f'data-status="{status}"',
                         "dot preliminary" if p.status == "preliminary" else "dot"))
     return dots
 
@@ -591,10 +647,11 @@ def lab_table(table_id: str, caption: str, points: Sequence[LabPoint], note: Any
                f"{_fmt(p.ref_high, p.analyte) if p.ref_high is not None else ''}") \
             if p.ref_low is not None or p.ref_high is not None else ""
         remark = p.why_not or note(p) or ""
-        rows.append(f'<tr data-source="{escape(p.source)}"><td class="date">{p.when.date().isoformat()}</td>'
+        source = html.escape(p.source)  # unique per row: not worth the cache
+        rows.append(f'<tr data-source="{source}"><td class="date">{p.when.date().isoformat()}</td>'
                     f"<td>{escape(p.shown)}</td><td>{escape(plotted)}</td><td>{escape(p.status)}</td>"
                     f"<td>{escape(ref)}</td><td>{escape(p.flag or '')}</td><td>{escape(remark)}</td>"
-                    f"<td>{escape(p.source)}</td></tr>")
+                    f"<td>{source}</td></tr>")
     return (f'<table class="data" id="{table_id}"><caption>{escape(caption)}</caption><thead><tr>'
             "<th scope=col>Date</th><th scope=col>Result as sent</th><th scope=col>Charted</th>"
             "<th scope=col>Status</th><th scope=col>Reference range</th><th scope=col>Flag</th>"
@@ -772,8 +829,8 @@ def steroid_section(dose: DoseSeries, events: Sequence[Finding], settings: Setti
                   {"source": " ".join(s.sources), "value": "" if s.mg is None else f"{s.mg:g}",
                    "start": s.start.date().isoformat(), "end": s.end.date().isoformat()})
              for s in dose.steps]
-    given = [Dot(g.day, g.mg, f"given {g.day.date().isoformat()}: {number(g.mg)} mg prednisone equivalent; "
-                 f"{g.detail}; {', '.join(g.sources)}",
+    given = [Dot(g.day, g.mg, escape(f"given {g.day.date().isoformat()}: {number(g.mg)} mg prednisone equivalent; "
+                                      f"{g.detail}; {', '.join(g.sources)}"),
                  {"source": " ".join(g.sources), "value": f"{g.mg:g}", "date": g.day.date().isoformat()}, "dot given")
              for g in dose.given if g.mg is not None]
     chart = Chart("chart-steroid", "Prednisone-equivalent daily dose over two years", since, now, 0, top, "mg/day",

@@ -56,6 +56,9 @@ SEKMET_REQUIREMENT = "sekmet-fhir==0.1.1"
 SEKMET_VENV = ROOT / ".venv-sekmet"
 OIDC_PROVIDER_VERSION = "9.13.3"
 OIDC_DIR = ROOT / ".test-servers" / "oidc-provider"
+#: the test EHR of the SMART app tests (oidc-provider in an Express front), pinned by its package-lock.json
+SMART_EHR_SOURCE = ROOT / "tests" / "smart_ehr"
+SMART_EHR_DIR = ROOT / ".test-servers" / "smart-ehr"
 
 #: the SMART scopes the test client may ask SEKMET for
 FULL_SCOPE = ("system/Patient.rs system/Observation.rs system/Condition.rs system/MedicationStatement.rs "
@@ -155,6 +158,28 @@ def ensure_oidc_provider() -> Path:
             raise TestbedError(f"npm install oidc-provider@{OIDC_PROVIDER_VERSION} failed:\n"
                                f"{installed.stderr[-2000:]}")
         return OIDC_DIR
+
+
+def ensure_smart_ehr() -> Path:
+    """The folder of the test EHR (``tests/smart_ehr``) with its ``node_modules``, installed with ``npm ci``
+    from the committed ``package-lock.json`` (exact versions and integrity hashes) when it changed."""
+    with _install_lock("smart-ehr"):
+        lock = (SMART_EHR_SOURCE / "package-lock.json").read_text()
+        installed = SMART_EHR_DIR / "installed-package-lock.json"
+        if installed.exists() and installed.read_text() == lock and (SMART_EHR_DIR / "node_modules").is_dir():
+            return SMART_EHR_DIR
+        npm = shutil.which("npm")
+        if not npm or not shutil.which("node"):
+            raise TestbedError("node and npm are needed for the test EHR (Debian packages nodejs, npm)")
+        SMART_EHR_DIR.mkdir(parents=True, exist_ok=True)
+        for name in ("package.json", "package-lock.json"):
+            shutil.copyfile(SMART_EHR_SOURCE / name, SMART_EHR_DIR / name)
+        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=SMART_EHR_DIR,
+                              capture_output=True, text=True, timeout=600)
+        if done.returncode != 0:
+            raise TestbedError(f"npm ci of the test EHR failed:\n{done.stderr[-2000:]}")
+        installed.write_text(lock)
+        return SMART_EHR_DIR
 
 
 # --- keys ----------------------------------------------------------------------------------------------
@@ -546,7 +571,8 @@ def oidc_provider_factory(tmp_path_factory: Any) -> Iterator[Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Install (and optionally smoke-test) the fetch test servers.")
-    parser.add_argument("--install", action="store_true", help="install SEKMET and oidc-provider if missing")
+    parser.add_argument("--install", action="store_true",
+                        help="install SEKMET, oidc-provider and the SMART test EHR if missing")
     parser.add_argument("--check", action="store_true", help="start each server once and stop it")
     args = parser.parse_args(argv)
     if not (args.install or args.check):
@@ -555,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"SEKMET: {ensure_sekmet()}")
         print(f"oidc-provider: {ensure_oidc_provider()}")
+        print(f"SMART test EHR: {ensure_smart_ehr()}")
         if args.check:
             with tempfile.TemporaryDirectory() as scratch:
                 server = FHIRTestServer(Path(scratch) / "sekmet").start()

@@ -256,3 +256,18 @@ def test_the_memory_store_hands_a_pending_launch_out_once():
     assert store.pop("k") == {"a": 1} and store.pop("k") is None
     store.put("gone", {"a": 1}, -1)
     assert store.get("gone") is None
+
+
+def test_serve_keeps_app_sessions_in_one_worker_without_redis(monkeypatch):
+    """Launches and sessions live in memory without Redis: a launch started in one gunicorn worker must
+    finish in the same one, so ``serve`` defaults to one worker then, even in unsigned sandbox mode."""
+    import runpy
+
+    from conftest import ROOT
+
+    for name in ("LUPUS_CDS_WORKERS", "LUPUS_CDS_REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/tmp")
+    monkeypatch.setenv("LUPUS_CDS_ALLOW_UNSIGNED", "1")
+    monkeypatch.setenv("LUPUS_CDS_SMART_APP", "1")
+    assert runpy.run_path(str(ROOT / "cds_hooks" / "gunicorn_conf.py"))["workers"] == 1
