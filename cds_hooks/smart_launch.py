@@ -228,6 +228,12 @@ def discover(iss: str) -> SmartConfiguration:
                for u in endpoints):
         raise AppError(502, "The EHR's FHIR server does not support app launch",
                        "Its SMART configuration names no authorization or token endpoint.", "discovery-incomplete")
+    capabilities, grants = body.get("capabilities"), body.get("grant_types_supported")
+    if (isinstance(capabilities, list) and "launch-ehr" not in capabilities) \
+            or (isinstance(grants, list) and "authorization_code" not in grants):
+        raise AppError(502, "The EHR's FHIR server does not support app launch",
+                       "Its SMART configuration offers no EHR launch (capability launch-ehr, authorization code "
+                       "grant): it serves other services, not apps a clinician opens.", "no-ehr-launch")
     methods = body.get("code_challenge_methods_supported")
     if isinstance(methods, list) and "S256" not in methods:
         raise AppError(502, "The EHR's FHIR server does not support app launch",

@@ -18,6 +18,8 @@ from cds_hooks.apps import SmartAppDefinition
 
 ISS = "https://ehr.example.org/fhir"
 
+pytest_plugins = ["fhir_testbed"]
+
 
 def app_with_trends(make_app, **config):
     import plugin.hooks
@@ -98,7 +100,9 @@ def stub_discovery(monkeypatch, app, body):
 
 
 SMART_CONFIGURATION = {"issuer": "https://auth.example.org", "authorization_endpoint": "https://auth.example.org/auth",
-                       "token_endpoint": "https://auth.example.org/token", "code_challenge_methods_supported": ["S256"]}
+                       "token_endpoint": "https://auth.example.org/token", "code_challenge_methods_supported": ["S256"],
+                       "capabilities": ["launch-ehr", "client-public", "context-ehr-patient", "permission-v2"],
+                       "grant_types_supported": ["authorization_code"]}
 
 
 def test_launch_redirects_to_the_authorization_server_with_pkce_s256_state_aud_and_launch(make_app, monkeypatch):
@@ -144,6 +148,15 @@ def test_a_server_without_an_authorization_endpoint_is_refused(make_app, monkeyp
     stub_discovery(monkeypatch, app, {"token_endpoint": "https://auth.example.org/token"})
     response = app.test_client().get("/smart-apps/trends/launch", query_string={"iss": ISS, "launch": "L-1"})
     assert response.status_code == 502 and "does not support app launch" in response.get_data(as_text=True)
+
+
+def test_a_fhir_server_without_the_ehr_launch_is_refused_readably(make_app, fhir_server):
+    """SEKMET (the sandbox's FHIR server) offers backend services only: its configuration names no
+    launch-ehr capability, so the launch stops at a page saying so instead of at its authorize endpoint."""
+    app = app_with_trends(make_app, LUPUS_CDS_SMART_APP_ISS=fhir_server.base_url)
+    response = app.test_client().get("/smart-apps/trends/launch", query_string={
+        "iss": fhir_server.base_url, "launch": "L-1"})
+    assert response.status_code == 502 and "offers no EHR launch" in response.get_data(as_text=True)
 
 
 def test_a_callback_with_an_unknown_state_is_refused(make_app):

@@ -182,8 +182,8 @@ def test_a_reused_callback_is_refused(smart_world):
 def test_a_callback_delivered_to_another_browser_is_refused(smart_world):
     started = Browser(smart_world)
     launch = smart_world.ehr.launch(trends_data.PATIENT_ID)
-    response = started.http.get(smart_world.service.launch_url, params={"iss": launch["iss"], "launch": launch["launch"]},
-                                allow_redirects=False, timeout=30)
+    response = started.http.get(smart_world.service.launch_url, allow_redirects=False, timeout=30,
+                                params={"iss": launch["iss"], "launch": launch["launch"]})
     while "/smart-apps/trends/callback" not in response.headers.get("Location", ""):
         response = started.http.get(urljoin(response.url, response.headers["Location"]), allow_redirects=False,
                                     timeout=30)
