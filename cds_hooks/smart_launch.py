@@ -63,9 +63,10 @@ COOKIE = "lupus_cds_smart"
 COOKIE_PATH = "/smart-apps/"
 #: seconds between the launch and the callback (the clinician signs in and consents in between)
 LAUNCH_SECONDS = 600
-#: FHIR reads of one page: per request (connect, read) and for the whole page
-FHIR_TIMEOUT = (3.05, 20.0)
-PAGE_BUDGET = 45.0
+#: FHIR reads of one page: per request (connect, read) and for the whole page, well inside gunicorn's
+#: worker timeout (20 s), so a slow FHIR server gets the user a page saying so, not a killed worker
+FHIR_TIMEOUT = (3.05, 10.0)
+PAGE_BUDGET = 15.0
 MAX_PAGES = 50
 MAX_BODY = 32 * 1024 * 1024
 FHIR_JSON = "application/fhir+json"
@@ -540,17 +541,22 @@ def _read_key(http: requests.Session, base: str, canonical: str | None, token: s
 
 
 def _get(http: requests.Session, url: str, token: str, deadline: float) -> tuple[int, Any]:
-    if time.monotonic() > deadline:
+    left = deadline - time.monotonic()
+    if left <= 0:
         raise AppError(504, "The EHR's FHIR server is too slow", "Reading the record took too long. Try again "
                        "in a moment.", "fhir-timeout")
+    timeout = (min(FHIR_TIMEOUT[0], left), min(FHIR_TIMEOUT[1], left))
     try:
         with http.get(url, headers={"Authorization": f"Bearer {token}", "Accept": FHIR_JSON},
-                      timeout=FHIR_TIMEOUT, allow_redirects=False, stream=True) as response:
+                      timeout=timeout, allow_redirects=False, stream=True) as response:
             raw = response.raw.read(MAX_BODY + 1, decode_content=True)
             if len(raw) > MAX_BODY:
                 raise AppError(502, "The EHR's FHIR server sent too much", "A response was larger than the app "
                                "accepts.", "fhir-too-large")
             status = response.status_code
+    except requests.Timeout:
+        raise AppError(504, "The EHR's FHIR server is too slow", "Reading the record took too long. Try again "
+                       "in a moment.", "fhir-timeout") from None
     except requests.RequestException:
         raise AppError(502, "The EHR's FHIR server cannot be reached", "The service could not connect to the "
                        "FHIR server to read the record. Try again in a moment; if it keeps failing, tell your "

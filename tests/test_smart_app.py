@@ -18,7 +18,7 @@ from cds_hooks.apps import SmartAppDefinition
 
 ISS = "https://ehr.example.org/fhir"
 
-pytest_plugins = ["fhir_testbed"]
+pytest_plugins = ["fhir_testbed", "servers"]
 
 
 def app_with_trends(make_app, **config):
@@ -284,3 +284,26 @@ def test_serve_keeps_app_sessions_in_one_worker_without_redis(monkeypatch):
     monkeypatch.setenv("LUPUS_CDS_ALLOW_UNSIGNED", "1")
     monkeypatch.setenv("LUPUS_CDS_SMART_APP", "1")
     assert runpy.run_path(str(ROOT / "cds_hooks" / "gunicorn_conf.py"))["workers"] == 1
+
+
+def test_with_redis_launches_and_sessions_are_shared_by_replicas_and_single_use(make_app, redis_url):
+    """Two apps (two replicas) on one Redis: a session made by one is read by the other; a pending launch
+    is handed out once; Redis holds digests as keys, never the browser cookie."""
+    import redis
+
+    from cds_hooks.app_sessions import RedisStore
+
+    first = app_with_trends(make_app, LUPUS_CDS_REDIS_URL=redis_url)
+    second = app_with_trends(make_app, LUPUS_CDS_REDIS_URL=redis_url)
+    assert isinstance(first.extensions["smart_apps"].store, RedisStore)
+    client = first.test_client()
+    handle = start_session(first, client)
+    other_replica = second.test_client()
+    other_replica.set_cookie(smart_launch.COOKIE, "b" * 43, domain="localhost", path=smart_launch.COOKIE_PATH)
+    response = other_replica.get(f"/smart-apps/trends/?s={handle}")
+    assert response.status_code != 401  # found on the other replica (the FHIR server itself is not there)
+    store = second.extensions["smart_apps"].store
+    store.put("pending:x", {"a": 1}, 60)
+    assert first.extensions["smart_apps"].store.pop("pending:x") == {"a": 1} and store.pop("pending:x") is None
+    keys = [k.decode() for k in redis.Redis.from_url(redis_url).keys("*")]
+    assert keys and not any("b" * 43 in k for k in keys)

@@ -14,6 +14,7 @@ import builders as b
 import pytest
 
 from cds_hooks.apps import AppPage
+from cds_hooks.cards import card_problems
 from plugin import trends
 from plugin.hooks import advise
 from plugin.settings import settings_for
@@ -238,6 +239,7 @@ def test_the_dose_chart_draws_the_bands_and_puts_pulses_above_the_axis(html):
 def test_ck_and_electrolyte_cards_link_to_the_timeline_when_the_app_is_served(resources, topic, view):
     request = replace(b.hook_request(b.baseline(*resources)), smart_apps=MappingProxyType({"trends": LAUNCH_URL}))
     card = b.card(advise(request), topic)
+    assert card_problems(card) == []
     assert card["links"][0] == {"label": "Open the lab and steroid timeline", "url": LAUNCH_URL, "type": "smart",
                                 "appContext": f"view={view}"}
 
