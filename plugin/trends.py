@@ -479,6 +479,16 @@ def prednisone_dose_series(resources: Iterable[Mapping[str, Any]], since: dateti
         if start is None:
             notes.append(f"{source} has no start date and is not charted")
             continue
+        dosages = _consecutive_steps([d for d in as_list(raw.get("dosageInstruction" if kind == "MedicationRequest"
+                                                                 else "dosage")) if isinstance(d, Mapping)], start)
+        bounds = []
+        for dosage in dosages:
+            repeat = (dosage.get("timing") or {}).get("repeat") if isinstance(dosage.get("timing"), Mapping) else None
+            period = repeat.get("boundsPeriod") if isinstance(repeat, Mapping) else None
+            if isinstance(period, Mapping):
+                bounds += [b for b in (parse_datetime(period.get("start")), parse_datetime(period.get("end"))) if b]
+        if end is not None and bounds:
+            end = max(end, *bounds)  # consecutive steps run past each step's own duration
         if end is None:
             if _status(raw) in _ONGOING_STATUSES:
                 end = now
@@ -488,14 +498,6 @@ def prednisone_dose_series(resources: Iterable[Mapping[str, Any]], since: dateti
                              "its first day only")
         if end <= since or start >= now:
             continue
-        dosages = [d for d in as_list(raw.get("dosageInstruction" if kind == "MedicationRequest" else "dosage"))
-                   if isinstance(d, Mapping)]
-        bounds = []
-        for dosage in dosages:
-            repeat = (dosage.get("timing") or {}).get("repeat") if isinstance(dosage.get("timing"), Mapping) else None
-            period = repeat.get("boundsPeriod") if isinstance(repeat, Mapping) else None
-            if isinstance(period, Mapping):
-                bounds += [b for b in (parse_datetime(period.get("start")), parse_datetime(period.get("end"))) if b]
         courses.append(_Course(ingredient, 0 if kind == "MedicationRequest" else 1, start, end, info, dosages,
                                source, bounds))
 
@@ -531,6 +533,40 @@ def prednisone_dose_series(resources: Iterable[Mapping[str, Any]], since: dateti
         mg = round(sum(known), 2) if len(known) == len(doses) else None
         given_days.append(GivenDose(day, mg, tuple(s for _, s, _ in doses), "; ".join(d for _, _, d in doses)))
     return DoseSeries(tuple(steps), tuple(given_days), tuple(notes))
+
+
+_DAYS_PER_UNIT = {"d": 1.0, "day": 1.0, "days": 1.0, "wk": 7.0, "week": 7.0, "weeks": 7.0, "mo": 30.0,
+                  "h": 1 / 24, "a": 365.0}
+
+
+def _days(duration: Mapping[str, Any]) -> float | None:
+    value = _number(duration.get("value"))
+    unit = duration.get("code") or duration.get("unit") or "d"
+    factor = _DAYS_PER_UNIT.get(unit.strip().lower()) if isinstance(unit, str) else None
+    return value * factor if value is not None and factor is not None and 0 < value * factor < 3650 else None
+
+
+def _consecutive_steps(dosages: list[Mapping[str, Any]], start: datetime) -> list[Mapping[str, Any]]:
+    """A taper written as ``sequence`` + ``timing.repeat.boundsDuration`` lines is consecutive steps from the
+    course's start: give each its dates (``boundsPeriod``), which the dose arithmetic reads."""
+    timed = []
+    for dosage in dosages:
+        repeat = (dosage.get("timing") or {}).get("repeat") if isinstance(dosage.get("timing"), Mapping) else None
+        duration = repeat.get("boundsDuration") if isinstance(repeat, Mapping) else None
+        days = _days(duration) if isinstance(duration, Mapping) else None
+        if days is None or "boundsPeriod" in repeat or not isinstance(dosage.get("sequence"), int):
+            return dosages
+        timed.append((dosage["sequence"], days, dosage))
+    if len(timed) < 2:
+        return dosages  # one line with a duration is a course, not a taper
+    steps, cursor = [], start
+    for _, days, dosage in sorted(timed, key=lambda t: t[0]):
+        end = cursor + timedelta(days=days)
+        repeat = {k: v for k, v in dosage["timing"]["repeat"].items() if k != "boundsDuration"}
+        repeat["boundsPeriod"] = {"start": cursor.isoformat(), "end": end.isoformat()}
+        steps.append({**dosage, "timing": {**dosage["timing"], "repeat": repeat}})
+        cursor = end
+    return steps
 
 
 def dose_band(mg: float | None, settings: Settings) -> str:

@@ -60,6 +60,7 @@ def test_hook_card_link_launches_the_timeline_and_its_charts_show_the_patients_v
     expected = trends_data.expected_points(world.patients["timeline"])
     folder = artefact_dir("smart-app")
     context = chromium.new_context(viewport={"width": 1200, "height": 1000})
+    context.set_default_timeout(90_000)  # a loaded CI machine: the launch is several round trips
     page = context.new_page()
     try:
         for view, topic in (("ck", "ck-elevated"), ("electrolytes", "electrolyte-abnormal"),
@@ -70,7 +71,7 @@ def test_hook_card_link_launches_the_timeline_and_its_charts_show_the_patients_v
             page.goto(world.ehr.open_url(link["url"], trends_data.PATIENT_ID, appContext=link["appContext"]))
             frame = page.frame_locator("iframe#app")
             first = frame.locator("section.view").first
-            first.wait_for(timeout=60_000)
+            first.wait_for()
             assert first.get_attribute("data-view") == view  # appContext opened this view first
             assert "Tess Timeline" in frame.locator("header.banner").inner_text()  # need_patient_banner
             for chart_id in VIEW_CHARTS[view]:

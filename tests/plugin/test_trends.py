@@ -200,6 +200,22 @@ def test_the_dose_series_follows_the_pulse_and_the_taper(timeline):
     assert all(s.mg == 0.0 for s in series.steps if not s.sources)
 
 
+def test_a_taper_in_sequence_and_bounds_duration_steps_is_charted_step_by_step():
+    """10.1: dosage lines with sequence and boundsDuration are consecutive steps from authoredOn (a 40/30/20/10
+    taper in 7-day steps is 30 mg/day on day 10), not four doses added up."""
+    start = NOW - timedelta(days=10)
+    lines = []
+    for number, mg in enumerate((40, 30, 20, 10), 1):
+        line = data.daily(mg, sequence=number)
+        line["timing"]["repeat"]["boundsDuration"] = {"value": 7, "unit": "d", "system": data.UCUM, "code": "d"}
+        lines.append(line)
+    taper = data.medication_request("t", "312615", "prednisone 20 MG Oral Tablet", "active", start, lines)
+    steps = trends.prednisone_dose_series([taper], SINCE, NOW).steps
+    assert [(s.start.date(), s.mg) for s in steps if s.sources] == [
+        (start.date(), 40.0), ((start + timedelta(days=7)).date(), 30.0)]
+    assert steps[-1].mg == 30.0
+
+
 def test_a_request_and_a_statement_for_one_ingredient_are_one_dose_not_two():
     """10.1: a MedicationRequest and a MedicationStatement for prednisone 20 mg daily are 20 mg/day, not 40."""
     start = NOW - timedelta(days=30)
