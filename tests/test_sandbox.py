@@ -132,6 +132,20 @@ def test_the_stored_no_prefetch_request_works_once_its_fhir_server_is_filled_in(
                                                                  now=sandbox["now"])
 
 
+def test_cards_link_to_the_smart_app_which_the_sandbox_fhir_server_cannot_launch(sandbox, tmp_path):
+    """The sandbox turns the timeline app on: the CK card links to it. SEKMET offers no EHR launch, so a
+    launch from it ends on a page saying so (the full launch is tested in test_smart_app_e2e.py)."""
+    body = fixtures.load_request("sle-ck-elevated", "patient-view", prefetch=True, now=sandbox["now"],
+                                 fhir_server=sandbox["fhir"])
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps(body))
+    cards = curl(f"{sandbox['service']}/cds-services/{fixtures.SERVICE_PREFIX}-patient-view", path)["cards"]
+    links = [link for card in cards for link in card.get("links", []) if link["type"] == "smart"]
+    assert links and {link["url"] for link in links} == {f"{sandbox['service']}/smart-apps/trends/launch"}
+    launched = requests.get(links[0]["url"], params={"iss": sandbox["fhir"], "launch": "x"}, timeout=30)
+    assert launched.status_code == 502 and "offers no EHR launch" in launched.text
+
+
 def test_ctrl_c_stops_both_servers(sandbox):
     process = sandbox["process"]
     process.send_signal(signal.SIGINT)
