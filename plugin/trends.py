@@ -143,6 +143,7 @@ class LabPoint:
         return self.value is not None
 
 
+
 CHART_UNITS = {"ck": "U/L", "potassium": "mmol/L", "magnesium": "mg/dL", "calcium": "mg/dL",
                "calcium-ionized": "mmol/L"}
 DECIMALS = {"ck": 0, "potassium": 1, "magnesium": 2, "calcium": 1, "calcium-ionized": 2}
@@ -650,44 +651,46 @@ def _fmt(value: float | None, analyte: str) -> str:
     return f"{value:,.{DECIMALS.get(analyte, 1)}f}"
 
 
-def _dots(points: Sequence[LabPoint], note: Any) -> list[Dot]:
+def dots_and_table(points: Sequence[LabPoint], note: Any, table_id: str, caption: str) -> tuple[list[Dot], str]:
+    """The chart's points and the same data as a plain table (every result, plotted or not, newest first, as
+    clinicians read results), in one pass: a two-year daily series is thousands of results."""
     if not points:
-        return []
+        return [], lab_table_html(table_id, caption, [])
     analyte = points[0].analyte
     unit, name, decimals = CHART_UNITS[analyte], escape(NAMES[analyte]), DECIMALS.get(analyte, 1)
-    dots = []
+    dots, rows = [], []
     for p in points:
-        if p.value is None:
-            continue
-        value = f"{p.value:.{decimals}f}"
         day = p.when.date().isoformat()
-        extra = note(p)
-        # the title is built from escaped parts (names, numbers and dates need none)
-        source, status = html.escape(p.source), escape(p.status)
-        dots.append(Dot(p.when, p.value,
-                        f"{name} {_fmt(p.value, analyte)} {unit} on {day}" + (f" ({escape(extra)})" if extra else "")
-                        + f"; {status}; {source}",
-                        f' data-source="{source}" data-value="{value}" data-unit="{unit}" data-date="{day}" '
-                        f'data-status="{status}"',
-                        "dot preliminary" if p.status == "preliminary" else "dot"))
-    return dots
-
-
-def lab_table(table_id: str, caption: str, points: Sequence[LabPoint], note: Any) -> str:
-    """The chart's data as a plain table: every result, plotted or not, with its source."""
-    rows = []
-    for p in reversed(points):  # newest first, as clinicians read results
-        unit = CHART_UNITS[p.analyte]
-        plotted = f"{_fmt(p.value, p.analyte)} {unit}" if p.value is not None else "not plotted"
-        ref = (f"{_fmt(p.ref_low, p.analyte) if p.ref_low is not None else ''}–"
-               f"{_fmt(p.ref_high, p.analyte) if p.ref_high is not None else ''}") \
-            if p.ref_low is not None or p.ref_high is not None else ""
-        remark = p.why_not or note(p) or ""
-        source = html.escape(p.source)  # unique per row: not worth the cache
-        rows.append(f'<tr data-source="{source}"><td class="date">{p.when.date().isoformat()}</td>'
-                    f"<td>{escape(p.shown)}</td><td>{escape(plotted)}</td><td>{escape(p.status)}</td>"
-                    f"<td>{escape(ref)}</td><td>{escape(p.flag or '')}</td><td>{escape(remark)}</td>"
+        source, status = html.escape(p.source), escape(p.status)  # a source is unique: not worth the cache
+        remark = note(p) if p.value is not None else ""
+        if p.value is not None:
+            shown = _fmt(p.value, analyte)
+            # the title is built from escaped parts (names, numbers and dates need none)
+            dots.append(Dot(p.when, p.value,
+                            f"{name} {shown} {unit} on {day}" + (f" ({escape(remark)})" if remark else "")
+                            + f"; {status}; {source}",
+                            f' data-source="{source}" data-value="{p.value:.{decimals}f}" data-unit="{unit}" '
+                            f'data-date="{day}" data-status="{status}"',
+                            "dot preliminary" if p.status == "preliminary" else "dot"))
+            plotted = f"{shown} {unit}"
+        else:
+            plotted = "not plotted"
+        rows.append(f'<tr data-source="{source}"><td class="date">{day}</td><td>{escape(p.shown)}</td>'
+                    f"<td>{escape(plotted)}</td><td>{status}</td><td>{_ref_text(p.ref_low, p.ref_high, analyte)}</td>"
+                    f"<td>{escape(p.flag or '')}</td><td>{escape(p.why_not or remark or '')}</td>"
                     f"<td>{source}</td></tr>")
+    rows.reverse()
+    return dots, lab_table_html(table_id, caption, rows)
+
+
+@functools.lru_cache(maxsize=1024)
+def _ref_text(low: float | None, high: float | None, analyte: str) -> str:
+    if low is None and high is None:
+        return ""
+    return escape(f"{_fmt(low, analyte) if low is not None else ''}–{_fmt(high, analyte) if high is not None else ''}")
+
+
+def lab_table_html(table_id: str, caption: str, rows: Sequence[str]) -> str:
     return (f'<table class="data" id="{table_id}"><caption>{escape(caption)}</caption><thead><tr>'
             "<th scope=col>Date</th><th scope=col>Result as sent</th><th scope=col>Charted</th>"
             "<th scope=col>Status</th><th scope=col>Reference range</th><th scope=col>Flag</th>"
@@ -740,6 +743,7 @@ def ck_section(points: list[LabPoint], events: Sequence[Finding], settings: Sett
     values = [p.value for p in points if p.value is not None]
     top = max([critical * 1.3, *(v * 1.3 for v in values)])
     bottom = max(1.0, min([uln / 4, *(v / 1.5 for v in values if v > 0)]))
+    dots, table = dots_and_table(points, multiple, "table-ck", "Creatine kinase results, newest first")
     chart = Chart("chart-ck", f"Creatine kinase over two years, log scale; upper limit {number(uln)} U/L",
                   since, now, 10 ** math.floor(math.log10(bottom)), top, "U/L", log=True, described_by="table-ck",
                   bands=[Band(None, uln, "within the upper limit", "band-normal"),
@@ -750,10 +754,8 @@ def ck_section(points: list[LabPoint], events: Sequence[Finding], settings: Sett
                   rules=[Rule(uln, f"ULN {number(uln)}", "rule-limit"),
                          Rule(marked, f"{settings.ck_marked_multiple:g} × ULN", "rule-marked"),
                          Rule(critical, f"{settings.ck_critical_multiple:g} × ULN", "rule-critical")],
-                  series=[_dots(points, multiple)], events=_event_marks(events))
-    return _section("ck", "Creatine kinase (CK)", summary, [chart.svg()],
-                    [lab_table("table-ck", "Creatine kinase results, newest first", points, multiple),
-                     event_table("events-ck", events)])
+                  series=[dots], events=_event_marks(events))
+    return _section("ck", "Creatine kinase (CK)", summary, [chart.svg()], [table, event_table("events-ck", events)])
 
 
 def _counts(points: Sequence[LabPoint]) -> str:
@@ -824,11 +826,12 @@ def electrolyte_section(series: Mapping[str, list[LabPoint]], events: Sequence[F
                              f"{latest.when.date().isoformat()}{' (' + state + ')' if state else ''}; "
                              + _counts(points))
         table_id = f"table-{analyte}"
+        dots, table = dots_and_table(points, remark, table_id, f"{NAMES[analyte]} results, newest first")
         chart = Chart(f"chart-{analyte}", f"{NAMES[analyte]} over two years", since, now, axis[0], axis[1], unit,
                       height=190, described_by=table_id, bands=bands, rules=rules,
-                      series=[_dots(points, remark)], events=_event_marks(marks))
+                      series=[dots], events=_event_marks(marks))
         charts.append(f'<h3>{escape(NAMES[analyte])}</h3>{chart.svg()}')
-        tables.append(lab_table(table_id, f"{NAMES[analyte]} results, newest first", points, remark))
+        tables.append(table)
     if not charts:
         return _section("electrolytes", "Potassium, magnesium and calcium", " ".join(summaries), [],
                         [event_table("events-electrolytes", marks)])
