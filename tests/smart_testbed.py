@@ -27,7 +27,7 @@ import sqlite3
 import subprocess
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -257,5 +257,3 @@ def artefact_dir(name: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
-
-__all__ = ["Clock", "SmartWorld", "artefact_dir", "chromium", "hook_request", "smart_world", "timedelta"]

@@ -53,6 +53,7 @@ def table_values(frame, table_id):
     return {cells[-1]: cells[2] for cells in rows}
 
 
+@pytest.mark.timeout(300)  # three launches in a real browser; a loaded CI machine is slow
 def test_hook_card_link_launches_the_timeline_and_its_charts_show_the_patients_values(smart_world, chromium,
                                                                                         caplog):
     world = smart_world
