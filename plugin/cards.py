@@ -11,7 +11,7 @@ arithmetic), caveats, and any gaps in the data the service received.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,6 +41,7 @@ TOPIC_SYSTEM = "https://lupus-cds.example.org/fhir/CodeSystem/card-topic"
 OVERRIDE_SYSTEM = "https://lupus-cds.example.org/fhir/CodeSystem/override-reason"
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
+CPT = "http://www.ama-assn.org/go/cpt"
 MAX_SUMMARY = 139
 INDICATOR_RANK = {"critical": 0, "warning": 1, "info": 2}
 
@@ -195,13 +196,16 @@ TOPIC_OVERRIDES = {
 class Orderable:
     label: str
     description: str
-    code: str | None
+    code: str
     display: str
     system: str = LOINC
     category: str = "laboratory"
+    #: ServiceRequest.note: what the code alone does not say
+    note: str | None = None
 
 
-#: one draft ServiceRequest per test; codes are LOINC except the NCS/EMG referral (SNOMED)
+#: one draft ServiceRequest per test, always coded with a display: LOINC for laboratory tests; the
+#: electrodiagnostic study is CPT 95886 (plugin/valuesets/ncs-emg-codes.json records its sources)
 ORDERABLES: dict[str, Orderable] = {
     "ck": Orderable(
         "Order creatine kinase (CK)",
@@ -233,13 +237,21 @@ ORDERABLES: dict[str, Orderable] = {
         "24357-6",
         "Urinalysis macro (dipstick) panel - Urine",
     ),
+    # Nerve conduction studies and needle EMG are done together in one session (AANEM model policy). CPT
+    # 95860 is a needle EMG of one limb only; 95886 is the complete needle EMG of a limb done with nerve
+    # conduction studies, an add-on reported with one of 95907-95913, chosen after the study by the
+    # number of nerves tested, so no NCS count can be ordered in advance: the note says so.
     "ncs-emg": Orderable(
-        "Order nerve conduction study and EMG",
-        "Draft order: nerve conduction study with electromyography",
-        None,
-        "Nerve conduction study and electromyography (NCS/EMG)",
-        system=SNOMED,
+        "Order nerve conduction studies with needle EMG",
+        "Draft order: nerve conduction studies with needle EMG (CPT 95886 with 95907-95913)",
+        "95886",
+        "Needle EMG, each extremity, with related paraspinal areas, done with NCS; complete",
+        system=CPT,
         category="procedure",
+        note=(
+            "Nerve conduction studies with needle EMG: the electrodiagnostic physician chooses the nerves and "
+            "limbs; nerve conduction studies are reported as CPT 95907-95913 by the number of studies."
+        ),
     ),
 }
 _CATEGORY = {
@@ -897,16 +909,13 @@ def stable_uuid(*parts: Any) -> str:
     return str(uuid.uuid5(CARD_NAMESPACE, "|".join(str(p) for p in parts)))
 
 
-def order_resource(
-    key: str, facts: PatientFacts, gate: Gate, ncs_coding: Mapping[str, str] | None
-) -> dict[str, Any]:
+def order_resource(key: str, facts: PatientFacts, gate: Gate) -> dict[str, Any]:
     """A draft R4 ServiceRequest for one test."""
     orderable = ORDERABLES[key]
-    code: dict[str, Any] = {"text": orderable.display}
-    if orderable.code:
-        code["coding"] = [{"system": orderable.system, "code": orderable.code, "display": orderable.display}]
-    elif ncs_coding:
-        code["coding"] = [dict(ncs_coding)]
+    code: dict[str, Any] = {
+        "coding": [{"system": orderable.system, "code": orderable.code, "display": orderable.display}],
+        "text": orderable.display,
+    }
     resource: dict[str, Any] = {
         "resourceType": "ServiceRequest",
         "status": "draft",
@@ -922,12 +931,12 @@ def order_resource(
         if coded.display:
             reason["display"] = coded.display
         resource["reasonCode"] = [{"coding": [reason], "text": "Muscle fasciculation in SLE"}]
+    if orderable.note:
+        resource["note"] = [{"text": orderable.note}]
     return resource
 
 
-def suggestions(
-    finding: Finding, facts: PatientFacts, gate: Gate, day_key: str, ncs_coding: Mapping[str, str] | None
-) -> list[dict[str, Any]]:
+def suggestions(finding: Finding, facts: PatientFacts, gate: Gate, day_key: str) -> list[dict[str, Any]]:
     out = []
     for key in finding.orders:
         orderable = ORDERABLES[key]
@@ -940,7 +949,7 @@ def suggestions(
                     {
                         "type": "create",
                         "description": orderable.description,
-                        "resource": order_resource(key, facts, gate, ncs_coding),
+                        "resource": order_resource(key, facts, gate),
                     }
                 ],
             }
@@ -956,7 +965,6 @@ def build_card(
     gate: Gate,
     facts: PatientFacts,
     settings: Settings,
-    ncs_coding: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     label, url, link_names = SOURCES[finding.topic]
     day_key = facts.now.date().isoformat()
@@ -979,7 +987,7 @@ def build_card(
     if finding.topic == RED_FLAG_URGENT and settings.escalation_url:
         links.insert(0, Link("Local urgent neurology escalation pathway", settings.escalation_url).as_json())
     card["links"] = links
-    offered = suggestions(finding, facts, gate, day_key, ncs_coding)
+    offered = suggestions(finding, facts, gate, day_key)
     if offered:
         card["suggestions"] = offered
         card["selectionBehavior"] = "any"
@@ -995,13 +1003,12 @@ def build_cards(
     gate: Gate,
     facts: PatientFacts,
     settings: Settings,
-    ncs_coding: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Cards for the findings: at most one per topic (the most urgent), critical > warning > info."""
     best: dict[str, Finding] = {}
     for finding in sorted(findings, key=sort_key):
         best.setdefault(finding.topic, finding)
-    return [build_card(f, gate, facts, settings, ncs_coding) for f in sorted(best.values(), key=sort_key)]
+    return [build_card(f, gate, facts, settings) for f in sorted(best.values(), key=sort_key)]
 
 
 def all_summary_templates() -> Sequence[tuple[str, str, str]]:

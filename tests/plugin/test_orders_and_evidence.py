@@ -1,0 +1,75 @@
+"""Section 10.5 of the clinical review: what the NCS/EMG suggestion orders, steroid myopathy as context
+(not "known myositis"), the evidence each card and the rule book cite, and children (age from
+Patient.birthDate, dose per kg of body weight).
+
+Each test names the public source of the number or code it pins.
+"""
+
+from __future__ import annotations
+
+import json
+
+import builders as b
+from builders import CPT, baseline, card, run, topics
+
+from plugin import terminology
+from plugin.cards import ORDERABLES
+
+CK_TESTING, CK_ELEVATED, STEROID, NCS = "ck-testing", "ck-elevated", "steroid-review", "ncs-emg"
+
+
+def paresthesia():
+    return b.condition("R20.2", days_ago=5, category="encounter-diagnosis")
+
+
+# ================================================================== 10.5 NCS/EMG: what is ordered
+
+
+def test_10_5_ncs_emg_order_is_nerve_conduction_with_needle_emg_not_a_one_limb_emg():
+    """10.5: CPT 95860 is a needle EMG of one limb only. The draft is CPT 95886, the complete needle EMG of
+    a limb done with nerve conduction studies (CodingAhead, AMA descriptor: an add-on reported only with a
+    primary NCS code 95907-95913), and its note leaves the number of studies to the electrodiagnostic
+    physician (AANEM Model Policy for Nerve Conduction Studies and Needle Electromyography)."""
+    ncs = card(run(baseline(paresthesia())), NCS)
+    [suggestion] = ncs["suggestions"]
+    [action] = suggestion["actions"]
+    resource = action["resource"]
+    assert resource["code"]["coding"] == [
+        {
+            "system": CPT,
+            "code": "95886",
+            "display": "Needle EMG, each extremity, with related paraspinal areas, done with NCS; complete",
+        }
+    ]
+    assert "nerve conduction" in suggestion["label"].lower() and "emg" in suggestion["label"].lower()
+    assert "95907-95913" in resource["note"][0]["text"] and "95907-95913" in action["description"]
+    assert resource["category"][0]["coding"][0]["code"] == "386053000"  # a procedure, not a lab test
+    assert "95860" not in json.dumps(ncs)
+
+
+def test_10_5_every_draft_order_is_coded_with_a_display():
+    for key, orderable in ORDERABLES.items():
+        assert orderable.code and orderable.system and orderable.display, key
+
+
+def test_10_5_ncs_emg_order_code_is_a_verified_member_of_the_ncs_emg_value_set_with_its_sources():
+    """The order code is recorded in plugin/valuesets/ncs-emg-codes.json with the CodingAhead (AMA
+    descriptor) page and the AAN coding note; the value set's purpose cites the AANEM model policy."""
+    order = ORDERABLES["ncs-emg"]
+    document = terminology.valueset("ncs-emg-codes")
+    [concept] = [c for i in document["compose"]["include"] if i["system"] == CPT for c in i["concept"]
+                 if c["code"] == order.code]
+    assert concept["display"] == order.display
+    extensions = {e["url"].rsplit("/", 1)[1]: e for e in concept["extension"]}
+    assert extensions["code-verification"]["valueCode"] == "V"
+    source = extensions["code-source"]["valueString"]
+    assert "codingahead.com/cpt/codes/95886" in source and "95907-95913" in source
+    assert "aanem.org" in document["purpose"]
+
+
+def test_10_5_the_suggested_ncs_emg_order_once_drafted_suppresses_the_card():
+    """Round trip: the clinician accepts the suggestion; at order-sign its draft counts as ordered."""
+    ncs = card(run(baseline(paresthesia())), NCS)
+    draft = dict(ncs["suggestions"][0]["actions"][0]["resource"], id="accepted-ncs")
+    cards = run(baseline(paresthesia()), hook="order-sign", draft_orders=b.draft_bundle(draft))
+    assert NCS not in topics(cards)
