@@ -30,6 +30,7 @@ from .rules import (
     Finding,
     Gate,
     ck_uln,
+    known_drug_myopathy,
     latest_final,
 )
 from .settings import Settings
@@ -882,6 +883,7 @@ def render_detail(finding: Finding, gate: Gate, facts: PatientFacts, settings: S
     why = WHY[finding.variant].format_map(_Blank(values))
     parts = [f"**Why:** {why}", "", "**Data used**", ""]
     parts.extend(f"- {line}" for line in gate_lines(gate) + finding_lines(finding, facts, settings))
+    parts.extend(f"- {line}" for line in context_lines(finding, facts, settings))
     if finding.topic not in (CK_TESTING, CK_ELEVATED):
         ck_line = ck_context(finding.data.get("ck") or _recent_ck(facts, settings), facts, settings)
         if ck_line:
@@ -896,6 +898,21 @@ def render_detail(finding: Finding, gate: Gate, facts: PatientFacts, settings: S
         parts.extend(["", "**Data gaps:** this advice may be incomplete because:", ""])
         parts.extend(f"- {gap}" for gap in gaps)
     return "\n".join(parts)
+
+
+def context_lines(finding: Finding, facts: PatientFacts, settings: Settings) -> list[str]:
+    """Facts about the patient that change how the CK and steroid cards read: a known steroid myopathy
+    (not myositis: its CK is usually normal)."""
+    if finding.topic not in (CK_TESTING, CK_ELEVATED, STEROID_REVIEW):
+        return []
+    lines = []
+    for condition, steroid in known_drug_myopathy(facts):
+        what = "steroid myopathy" if steroid else "drug-induced myopathy (drug not coded)"
+        lines.append(
+            f"Known {what}: {condition_line(condition)}. Steroid myopathy is not myositis: its CK is usually "
+            "normal, so a normal CK does not rule it out."
+        )
+    return lines
 
 
 def _recent_ck(facts: PatientFacts, settings: Settings) -> LabResult | None:

@@ -91,6 +91,8 @@ class VS:
     PPIS = "ppis"
     CALCINEURIN_INHIBITORS = "calcineurin-inhibitors"
     MYOTOXIC = "myotoxic-drugs"
+    STEROID_MYOPATHY = "steroid-myopathy"
+    GLUCOCORTICOID_ADVERSE_EFFECT = "glucocorticoid-adverse-effect"
 
 
 #: Condition value sets, in the order a Condition is classified (a Condition may belong to several).
@@ -110,6 +112,8 @@ CONDITION_VALUESETS = (
     VS.MYOSITIS,
     VS.MYALGIA,
     VS.CKD,
+    VS.STEROID_MYOPATHY,
+    VS.GLUCOCORTICOID_ADVERSE_EFFECT,
 )
 #: symptom value sets read from Conditions and Observations (the three patterns of section 1.2)
 SYMPTOM_VALUESETS = (

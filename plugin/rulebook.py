@@ -103,6 +103,8 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "'possible rhabdomyolysis'. The detail names current medicines that cause a toxic myopathy "
             "(statins, hydroxychloroquine/chloroquine, colchicine) as a cause to weigh.",
             "CK <= ULN: no CK card; the value is shown in the other cards.",
+            "A known steroid myopathy (SNOMED 26715006, or G72.0 with T38.0X5-) is not known myositis: it is "
+            "named as context (its CK is usually normal) and keeps the 'screen' wording.",
         ),
         settings=(
             "lab_window_days",
@@ -118,6 +120,8 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "ck-mb",
             "ck-order-codes",
             "myositis",
+            "steroid-myopathy",
+            "glucocorticoid-adverse-effect",
             "muscle-weakness",
             "myalgia",
             "creatinine",
@@ -204,7 +208,8 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "Pulse, very high (> very-high limit) or high (> high limit): warning.",
             "Medium (> low band, <= high limit): info, above the SLE maintenance target.",
             "Dose not computable: info 'review dose'. Low band: no card (info above target with the switch).",
-            "Never an action that changes a medication. A current anticonvulsant is added to this card.",
+            "Never an action that changes a medication. A current anticonvulsant is added to this card, and a "
+            "known steroid myopathy is named.",
         ),
         settings=(
             "steroid_target_mg",
@@ -215,7 +220,12 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "steroid_card_above_target",
             "pulse_lookback_days",
         ),
-        valuesets=("systemic-corticosteroids", "anticonvulsants-neuropathic"),
+        valuesets=(
+            "systemic-corticosteroids",
+            "anticonvulsants-neuropathic",
+            "steroid-myopathy",
+            "glucocorticoid-adverse-effect",
+        ),
         evidence=(
             "Buttgereit 2002 EULAR dose nomenclature (low <= 7.5, medium <= 30, high <= 100, very "
             "high, "

@@ -201,6 +201,22 @@ def ck_uln(result: LabResult | None, facts: PatientFacts, settings: Settings) ->
     return settings.ck_uln_unknown_sex, "default-unknown"
 
 
+def known_drug_myopathy(facts: PatientFacts) -> tuple[tuple[ConditionFact, bool], ...]:
+    """Active steroid / drug-induced myopathy Conditions, each with whether it is coded as steroid
+    myopathy: SNOMED 26715006, or ICD-10-CM G72.0 (drug-induced myopathy) with a glucocorticoid
+    adverse-effect code T38.0X5- on the same or another active Condition. Context only: CK is usually
+    normal in steroid myopathy, so it is not 'known myositis' (value set steroid-myopathy)."""
+    def current(condition: ConditionFact) -> bool:
+        return condition.is_active and condition.verification_status not in {"refuted", "entered-in-error"}
+
+    glucocorticoid_coded = any(current(c) for c in facts.conditions_in(VS.GLUCOCORTICOID_ADVERSE_EFFECT))
+    return tuple(
+        (c, c.coded.code != "G72.0" or glucocorticoid_coded)
+        for c in facts.conditions_in(VS.STEROID_MYOPATHY)
+        if current(c)
+    )
+
+
 def renal_involvement(facts: PatientFacts, settings: Settings) -> dict[str, Any]:
     """Why the kidneys matter here (lupus nephritis / CKD codes, low eGFR); empty if nothing."""
     out: dict[str, Any] = {}

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 
 import builders as b
-from builders import CPT, baseline, card, run, topics
+import pytest
+from builders import CPT, ICD10, SNOMED, baseline, card, run, topics
 
 from plugin import terminology
 from plugin.cards import ORDERABLES
@@ -73,3 +74,58 @@ def test_10_5_the_suggested_ncs_emg_order_once_drafted_suppresses_the_card():
     draft = dict(ncs["suggestions"][0]["actions"][0]["resource"], id="accepted-ncs")
     cards = run(baseline(paresthesia()), hook="order-sign", draft_orders=b.draft_bundle(draft))
     assert NCS not in topics(cards)
+
+
+# ============================================================ 10.5 steroid myopathy is not myositis
+
+
+def steroid_myopathy_g72_with_t38_on_one_condition():
+    condition = b.condition("G72.0", days_ago=200)
+    condition["code"]["coding"].append({"system": ICD10, "code": "T38.0X5A"})
+    return [condition]
+
+
+STEROID_MYOPATHY_RECORDS = {
+    "snomed-26715006": lambda: [b.condition("26715006", SNOMED, days_ago=200)],
+    "g72.0-with-t38.0x5a": steroid_myopathy_g72_with_t38_on_one_condition,
+    "g72.0-and-a-t38.0x5d-condition": lambda: [b.condition("G72.0", days_ago=200),
+                                              b.condition("T38.0X5D", days_ago=200)],
+}
+
+
+@pytest.mark.parametrize("record", list(STEROID_MYOPATHY_RECORDS))
+def test_10_5_known_steroid_myopathy_is_not_known_myositis(record):
+    """10.5: steroid myopathy (G72.0 with T38.0X5-, SNOMED 26715006) is not 'known myositis': CK is usually
+    normal in it (Medscape emedicine 313842). The CK card screens, it does not 'monitor myositis', and
+    names the steroid myopathy as context."""
+    ck = card(run(baseline(*STEROID_MYOPATHY_RECORDS[record]())), CK_TESTING)
+    assert ck["summary"].startswith("Lupus + muscle twitching: no CK in 30 days")
+    assert "myositis with" not in ck["summary"].lower() and "monitor" not in ck["summary"]
+    assert "Known steroid myopathy" in ck["detail"] and "CK is usually normal" in ck["detail"]
+    assert "Known myositis" not in ck["detail"]
+
+
+def test_10_5_known_myositis_still_gives_the_monitor_wording():
+    ck = card(run(baseline(b.condition("M33.22", days_ago=200))), CK_TESTING)
+    assert ck["summary"].startswith("Known myositis with muscle twitching")
+    assert "Known steroid myopathy" not in ck["detail"]
+
+
+def test_10_5_drug_induced_myopathy_without_a_glucocorticoid_code_is_named_as_such():
+    ck = card(run(baseline(b.condition("G72.0", days_ago=200))), CK_TESTING)
+    assert "Known drug-induced myopathy (drug not coded)" in ck["detail"]
+    assert ck["summary"].startswith("Lupus + muscle twitching: no CK")
+
+
+def test_10_5_steroid_card_names_a_known_steroid_myopathy():
+    prednisone = b.medication_request("8640", "prednisone", dosages=[b.dosage(40, route="26643006")])
+    cards = run(baseline(prednisone, b.condition("26715006", SNOMED, days_ago=200)))
+    assert "Known steroid myopathy" in card(cards, STEROID)["detail"]
+
+
+def test_10_5_steroid_myopathy_codes_left_the_myositis_value_set():
+    for system, code in ((SNOMED, "26715006"), (ICD10, "G72.0")):
+        assert not terminology.in_valueset("myositis", system, code)
+        assert terminology.in_valueset("steroid-myopathy", system, code)
+    assert terminology.in_valueset("glucocorticoid-adverse-effect", ICD10, "T38.0X5S")
+    assert not terminology.in_valueset("glucocorticoid-adverse-effect", ICD10, "T38.0X6A")  # underdosing
