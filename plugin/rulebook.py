@@ -63,7 +63,12 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "fasciculation",
             "symptom-observation-code",
         ),
-        evidence=("CLINICAL-CONTENT 1.1-1.2 and 5.0; Synthea codes lupus as 200936003.",),
+        evidence=(
+            "SLE codes: VSAC value set 'Lupus' (OID 2.16.840.1.113883.3.464.1003.117.12.1010) and the "
+            "GM-SDE / OpenSAFELY SLE codelist, each code with its source in plugin/valuesets/sle.json.",
+            "Synthea codes lupus as SNOMED 200936003 (synthetichealth/synthea, "
+            "src/main/resources/modules/lupus.json).",
+        ),
     ),
     RuleSpec(
         id="red-flag",
@@ -80,10 +85,12 @@ RULEBOOK: tuple[RuleSpec, ...] = (
         settings=("red_flag_days", "escalation_url"),
         valuesets=("muscle-weakness", "loss-of-sensation", "dysphagia", "dyspnea"),
         evidence=(
-            "Source article red-flag list (twitching with weakness, loss of sensation, trouble "
-            "swallowing or breathing).",
+            "Neuropsychiatric SLE includes acute inflammatory demyelinating polyradiculoneuropathy "
+            "(Guillain-Barre), myasthenia gravis, cranial neuropathy, plexopathy and polyneuropathy (ACR 1999 "
+            "case definitions); the EULAR 2010 recommendations for neuropsychiatric SLE cover their diagnosis "
+            "and treatment.",
         ),
-        links=("eular-sle-2023",),
+        links=("eular-npsle-2010", "acr-npsle-1999"),
     ),
     RuleSpec(
         id="ck",
@@ -129,7 +136,8 @@ RULEBOOK: tuple[RuleSpec, ...] = (
         ),
         evidence=(
             "EULAR/ACR 2017 IIM criteria (CK above ULN is a criterion item).",
-            "Statins, hydroxychloroquine and colchicine cause toxic (neuro)myopathy (CPIC; CLINICAL-CONTENT 3.1).",
+            "Statins, hydroxychloroquine and colchicine cause toxic (neuro)myopathy (CPIC drug table; "
+            "plugin/valuesets/myotoxic-drugs.json).",
             "Rhabdomyolysis: CK > 5x ULN (RCEM / StatPearls); 10x ULN stricter threshold.",
             "Mayo CK reference ranges; exercise and IM injections raise CK.",
         ),
@@ -245,7 +253,12 @@ RULEBOOK: tuple[RuleSpec, ...] = (
         ),
         settings=(),
         valuesets=("anticonvulsants-neuropathic",),
-        evidence=("CLINICAL-CONTENT 3.1 and 5.3.",),
+        evidence=(
+            "Antiseizure drugs, gabapentin and pregabalin included, cause tremor and myoclonus "
+            "(Saenz-Farret 2022).",
+            "Carbamazepine and oxcarbazepine cause hyponatraemia (Berghuis 2017).",
+        ),
+        links=("saenz-farret-2022", "berghuis-2017"),
     ),
     RuleSpec(
         id="ncs-emg",
@@ -256,7 +269,7 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "diagnosis; OR weakness with a normal CK within the lab window.",
             "AND no NCS/EMG Procedure or order within the look-back, none in draftOrders.",
         ),
-        then=("Info card with a draft NCS/EMG order.",),
+        then=("Info card with a draft order for nerve conduction studies with needle EMG (CPT 95886).",),
         settings=("ncs_lookback_days", "fasciculation_condition_days", "fasciculation_observation_days"),
         valuesets=(
             "sensory-symptoms",
@@ -266,10 +279,16 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "ncs-emg-codes",
         ),
         evidence=(
-            "Peripheral neuropathy in up to 27% of SLE (source article); EMG separates neuropathy, "
-            "myopathy and benign fasciculation.",
+            "Peripheral nervous system disease in about 6-18% of SLE in large cohorts (5.9% of 2,097, "
+            "Oomatia 2014; 17.7% of 524, Toledano 2017; 7.6% of 1,827 over a mean 7.6 years from diagnosis, "
+            "Hanly 2020, doi 10.1002/art.41070).",
+            "ACR 1999 case definitions: a mononeuropathy or polyneuropathy is ascertained by examination "
+            "with nerve conduction studies / EMG; the EULAR 2010 recommendations for neuropsychiatric SLE "
+            "cover peripheral nervous disorders.",
+            "Nerve conduction studies and needle EMG are performed together; the number of studies is decided "
+            "during the test (AANEM). The draft order is CPT 95886 (plugin/valuesets/ncs-emg-codes.json).",
         ),
-        links=("eular-sle-2023",),
+        links=("eular-npsle-2010", "acr-npsle-1999", "aanem-ncs-emg", "oomatia-2014", "toledano-2017"),
     ),
 )
 

@@ -8,6 +8,7 @@ Each test names the public source of the number or code it pins.
 from __future__ import annotations
 
 import json
+import re
 
 import builders as b
 import pytest
@@ -129,3 +130,90 @@ def test_10_5_steroid_myopathy_codes_left_the_myositis_value_set():
         assert terminology.in_valueset("steroid-myopathy", system, code)
     assert terminology.in_valueset("glucocorticoid-adverse-effect", ICD10, "T38.0X5S")
     assert not terminology.in_valueset("glucocorticoid-adverse-effect", ICD10, "T38.0X6A")  # underdosing
+
+
+# ==================================================================== 10.5 what each card cites
+
+#: citations only the project team could follow: the clinical-content document, its sections, the
+#: team's unpublished source article
+INTERNAL_CITATION = re.compile(r"CLINICAL-CONTENT|TESTBED|§|\bsections? \d|\bpitfalls? \d|source article", re.I)
+
+
+def test_10_5_the_rule_book_cites_public_references_or_repository_files_only():
+    """`lupus-cds rules` output: no CLINICAL-CONTENT section numbers, every rule with evidence."""
+    from plugin.rulebook import RULEBOOK, format_rulebook
+
+    text = format_rulebook()
+    assert INTERNAL_CITATION.findall(text) == []
+    assert "section 5." not in text and "CLINICAL-CONTENT" not in text
+    for rule in RULEBOOK:
+        assert rule.evidence, rule.id
+        for line in rule.evidence:
+            assert not INTERNAL_CITATION.search(line), (rule.id, line)
+
+
+def test_10_5_no_fixture_card_cites_an_internal_document():
+    """Every card every fixture request gives (full cards: summary, detail, source, links, suggestions)."""
+    from plugin import fixtures
+    from plugin.demo import make_app
+
+    client = make_app().test_client()
+    seen = 0
+    for name in fixtures.patient_names():
+        for hook in fixtures.HOOKS:
+            body = fixtures.request_path(name, hook).read_bytes()
+            response = client.post(f"/cds-services/{fixtures.SERVICE_PREFIX}-{hook}", data=body,
+                                   headers={"Content-Type": "application/json"})
+            assert response.status_code == 200, (name, hook)
+            for produced in response.get_json()["cards"]:
+                seen += 1
+                assert INTERNAL_CITATION.findall(json.dumps(produced)) == [], (name, hook, produced["summary"])
+    assert seen > 20
+
+
+def test_10_5_no_card_text_or_link_cites_an_internal_document():
+    from plugin import cards as wording
+
+    texts = [*(link.label + link.url for link in wording.LINKS.values()),
+             *(label + url for label, url, _ in wording.SOURCES.values()),
+             *(full + short for _, full, short in wording.all_summary_templates()),
+             *wording.WHY.values(), *(c for caveats in wording.CAVEATS.values() for c in caveats)]
+    for text in texts:
+        assert not INTERNAL_CITATION.search(text), text
+    for link in wording.LINKS.values():
+        assert link.url.startswith("https://"), link
+
+
+def test_10_5_eular_2023_sle_management_is_not_cited_for_red_flags_ncs_or_neuro_active_drugs():
+    """EULAR 2023 SLE management covers glucocorticoid dosing, not these: they cite the EULAR 2010
+    neuropsychiatric SLE recommendations (Bertsias, doi 10.1136/ard.2010.130476), the ACR 1999
+    neuropsychiatric lupus case definitions (doi 10.1002/1529-0131(199904)42:4<599::AID-ANR2>3.0.CO;2-F)
+    and, for anticonvulsants, Saenz-Farret 2022 (doi 10.1007/s40263-022-00937-x) and Berghuis 2017
+    (doi 10.1111/epi.13777)."""
+    from plugin import cards as wording
+
+    eular_2023 = wording.LINKS["eular-sle-2023"].url
+    for topic in ("red-flag-urgent", "ncs-emg", "neuroactive-medication-review"):
+        label, url, links = wording.SOURCES[topic]
+        assert url != eular_2023 and "eular-sle-2023" not in links and "EULAR 2023" not in label, topic
+    for topic in ("red-flag-urgent", "ncs-emg"):
+        assert {"eular-npsle-2010", "acr-npsle-1999"} <= set(wording.SOURCES[topic][2]), topic
+    assert wording.LINKS["eular-npsle-2010"].url == "https://doi.org/10.1136/ard.2010.130476"
+    assert wording.LINKS["acr-npsle-1999"].url == (
+        "https://doi.org/10.1002/1529-0131(199904)42:4%3C599::AID-ANR2%3E3.0.CO;2-F")
+    assert wording.SOURCES["neuroactive-medication-review"][2] == ("saenz-farret-2022", "berghuis-2017")
+
+
+def test_10_5_neuropathy_prevalence_comes_from_peer_reviewed_cohorts():
+    """Not 'up to 27%' from a patient leaflet: peripheral neuropathy in 5.9% of 2,097 SLE patients
+    (Oomatia et al., Arthritis Rheumatol 2014;66:1000, doi 10.1002/art.38302) and peripheral nervous
+    system involvement in 17.7% of 524 (Toledano et al., Autoimmun Rev 2017;16:750,
+    doi 10.1016/j.autrev.2017.05.011)."""
+    from plugin import cards as wording
+
+    ncs = card(run(baseline(paresthesia())), NCS)
+    assert "27%" not in ncs["detail"]
+    assert "6-18%" in ncs["detail"] and "5.9% of 2,097" in ncs["detail"] and "17.7% of 524" in ncs["detail"]
+    urls = {link["url"] for link in ncs["links"]}
+    assert {"https://doi.org/10.1002/art.38302", "https://doi.org/10.1016/j.autrev.2017.05.011"} <= urls
+    assert wording.LINKS["aanem-ncs-emg"].url in urls
