@@ -30,8 +30,11 @@ from .rules import (
     Finding,
     Gate,
     ck_uln,
+    is_child,
     known_drug_myopathy,
     latest_final,
+    patient_age,
+    recent_weight,
 )
 from .settings import Settings
 
@@ -916,7 +919,7 @@ def steroid_lines(finding: Finding, settings: Settings) -> list[str]:
 def render_detail(finding: Finding, gate: Gate, facts: PatientFacts, settings: Settings) -> str:
     values = summary_values(finding, settings)
     why = WHY[finding.variant].format_map(_Blank(values))
-    parts = [f"**Why:** {why}", "", "**Data used**", ""]
+    parts = [f"**Why:** {why}", "", *child_paragraph(finding, facts, settings), "**Data used**", ""]
     parts.extend(f"- {line}" for line in gate_lines(gate) + finding_lines(finding, facts, settings))
     parts.extend(f"- {line}" for line in context_lines(finding, facts, settings))
     if finding.topic not in (CK_TESTING, CK_ELEVATED):
@@ -948,6 +951,44 @@ def context_lines(finding: Finding, facts: PatientFacts, settings: Settings) -> 
             "normal, so a normal CK does not rule it out."
         )
     return lines
+
+
+def child_paragraph(finding: Finding, facts: PatientFacts, settings: Settings) -> list[str]:
+    """For a child (under the child age), on the CK and steroid cards: adult CK ranges and adult steroid
+    bands do not apply, and the steroid dose per kg of a recent body weight. Reads only ``data["total"]``
+    of the steroid finding (prednisone-equivalent mg/day)."""
+    if finding.topic not in (CK_TESTING, CK_ELEVATED, STEROID_REVIEW) or not is_child(facts, settings):
+        return []
+    youngest, oldest = patient_age(facts) or (0, 0)
+    age = str(youngest) if youngest == oldest else f"{youngest}-{oldest}"
+    born = facts.birth_date.text if facts.birth_date else "date unknown"
+    text = f"**Child (age {age}, born {born}):** "
+    if finding.topic == STEROID_REVIEW:
+        text += (
+            "the adult glucocorticoid dose bands (Buttgereit 2002) and the adult SLE maintenance target do not "
+            "apply; judge the dose per kg of body weight."
+        )
+        total = finding.data.get("total")
+        weight = recent_weight(facts, settings)
+        if not total:
+            text += " No current daily dose could be computed, so no dose per kg."
+        elif weight is None:
+            days = settings.weight_lookback_days
+            text += f" No usable body weight in the last {days} days: dose per kg not computed."
+        else:
+            per_kg = float(total) / weight.canonical
+            text += (
+                f" Dose per kg: {num(total)} mg/day / {num(weight.canonical, 2)} kg = {num(per_kg, 2)} "
+                f"mg/kg/day prednisone-equivalent. {lab_line(weight, 'Body weight')}."
+            )
+    else:
+        text += (
+            "adult CK reference ranges do not apply; judge CK against the laboratory's range for the child's "
+            "age."
+        )
+        if str(finding.data.get("uln_source", "")).startswith("default"):
+            text += f" The upper limit used here, {num(finding.data.get('uln'))} U/L, is an adult default."
+    return [text, ""]
 
 
 def _recent_ck(facts: PatientFacts, settings: Settings) -> LabResult | None:

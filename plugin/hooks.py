@@ -114,6 +114,8 @@ def prefetch_templates() -> dict[str, str]:
             code_param([VS.CALCIUM, VS.PHOSPHATE, VS.SODIUM], [LOINC]), 30
         ),
         "renal": observation_search(code_param([VS.CREATININE, VS.EGFR], [LOINC]), 20),
+        # a child's steroid dose per kg needs only the newest weight
+        "bodyWeight": observation_search(code_param([VS.BODY_WEIGHT], [LOINC]), 5),
         "symptomObservations": observation_search(code_param(symptom_sets, [LOINC, SNOMED]), 50),
         "medicationRequests": f"MedicationRequest?{patient}&status=active,on-hold,completed&_count=200",
         "medicationStatements": f"MedicationStatement?{patient}&status=active,intended,on-hold,completed"

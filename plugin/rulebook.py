@@ -112,6 +112,8 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "CK <= ULN: no CK card; the value is shown in the other cards.",
             "A known steroid myopathy (SNOMED 26715006, or G72.0 with T38.0X5-) is not known myositis: it is "
             "named as context (its CK is usually normal) and keeps the 'screen' wording.",
+            "A child (younger than the child age, from Patient.birthDate): the card says adult CK ranges do not "
+            "apply, and that the default ULN, when used, is an adult value.",
         ),
         settings=(
             "lab_window_days",
@@ -121,6 +123,7 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "ck_marked_multiple",
             "ck_critical_multiple",
             "rhabdo_creatinine_days",
+            "child_age_years",
         ),
         valuesets=(
             "ck-total",
@@ -218,6 +221,9 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "Dose not computable: info 'review dose'. Low band: no card (info above target with the switch).",
             "Never an action that changes a medication. A current anticonvulsant is added to this card, and a "
             "known steroid myopathy is named.",
+            "A child: the card says the adult dose bands and SLE target do not apply and gives the dose in "
+            "mg/kg/day (prednisone-equivalent mg/day / the newest measured body weight within the weight "
+            "look-back).",
         ),
         settings=(
             "steroid_target_mg",
@@ -227,12 +233,15 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "steroid_pulse_mg",
             "steroid_card_above_target",
             "pulse_lookback_days",
+            "child_age_years",
+            "weight_lookback_days",
         ),
         valuesets=(
             "systemic-corticosteroids",
             "anticonvulsants-neuropathic",
             "steroid-myopathy",
             "glucocorticoid-adverse-effect",
+            "body-weight",
         ),
         evidence=(
             "Buttgereit 2002 EULAR dose nomenclature (low <= 7.5, medium <= 30, high <= 100, very "

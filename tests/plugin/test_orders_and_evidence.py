@@ -217,3 +217,122 @@ def test_10_5_neuropathy_prevalence_comes_from_peer_reviewed_cohorts():
     urls = {link["url"] for link in ncs["links"]}
     assert {"https://doi.org/10.1002/art.38302", "https://doi.org/10.1016/j.autrev.2017.05.011"} <= urls
     assert wording.LINKS["aanem-ncs-emg"].url in urls
+
+
+# ======================================================================== 10.5 children (< 18 years)
+
+PREDNISONE = ("8640", "prednisone")
+
+
+def child(birth_date="2009-09-01", *extra):
+    """SLE with twitching, born ``birth_date`` (15 on NOW = 2025-03-15 by default)."""
+    patient = b.patient()
+    patient["birthDate"] = birth_date
+    return [patient, b.sle(), b.fasciculation(), *extra]
+
+
+def prednisone(mg: float = 40):
+    return b.medication_request(*PREDNISONE, dosages=[b.dosage(mg, route="26643006")])
+
+
+def weight(kg: float, days_ago: float = 10, code: str = "29463-7", unit: str | None = "kg"):
+    return b.observation(code, value=kg, unit=unit, days_ago=days_ago)
+
+
+def test_10_5_child_steroid_card_gives_the_dose_per_kg_and_says_adult_bands_do_not_apply():
+    steroid = card(run(child("2009-09-01", prednisone(40), weight(52))), STEROID)
+    assert "**Child (age 15, born 2009-09-01):**" in steroid["detail"]
+    assert "adult glucocorticoid dose bands (Buttgereit 2002) and the adult SLE maintenance target do not apply" \
+        in steroid["detail"]
+    assert "40 mg/day / 52 kg = 0.77 mg/kg/day prednisone-equivalent" in steroid["detail"]
+
+
+def test_10_5_child_ck_card_says_adult_ck_ranges_do_not_apply():
+    ck_order = card(run(child()), CK_TESTING)
+    assert "adult CK reference ranges do not apply" in ck_order["detail"]
+    elevated = card(run(child("2009-09-01", b.ck(450))), CK_ELEVATED)
+    assert "adult CK reference ranges do not apply" in elevated["detail"]
+    assert "The upper limit used here, 192 U/L, is an adult default" in elevated["detail"]
+    with_range = card(run(child("2009-09-01", b.ck(450, ref_high=230))), CK_ELEVATED)
+    assert "adult default" not in with_range["detail"]  # the lab's own range was used
+
+
+def test_10_5_adults_get_no_child_paragraph():
+    cards = run(baseline(prednisone(40), weight(70), b.ck(450)))
+    assert STEROID in topics(cards) and CK_ELEVATED in topics(cards)
+    assert not any("Child" in c["detail"] or "mg/kg/day" in c["detail"] for c in cards)
+
+
+@pytest.mark.parametrize("birth_date, is_child", [("2007-03-15", False), ("2007-03-16", True)])
+def test_10_5_under_18_years_at_the_hooks_now_is_a_child(birth_date, is_child):
+    """18th birthday on NOW (2025-03-15): an adult; one day later: still 17."""
+    detail = card(run(child(birth_date)), CK_TESTING)["detail"]
+    assert ("**Child (age 17" in detail) is is_child
+
+
+def test_10_5_partial_birth_date_gives_an_age_range():
+    detail = card(run(child("2007")), CK_TESTING)["detail"]
+    assert "**Child (age 17-18, born 2007):**" in detail
+
+
+def test_10_5_child_age_is_a_setting():
+    detail = card(run(child("2009-09-01"), config={"LUPUS_CDS_CHILD_AGE_YEARS": "14"}), CK_TESTING)["detail"]
+    assert "Child" not in detail
+
+
+@pytest.mark.parametrize("days_ago, per_kg", [(60, True), (61, False)])
+def test_10_5_body_weight_counts_for_60_days(days_ago, per_kg):
+    detail = card(run(child("2009-09-01", prednisone(40), weight(52, days_ago=days_ago))), STEROID)["detail"]
+    assert ("0.77 mg/kg/day" in detail) is per_kg
+    assert ("No usable body weight in the last 60 days" in detail) is not per_kg
+
+
+def test_10_5_weight_in_pounds_and_the_measured_weight_code_count():
+    """LOINC 3141-9 'Body weight Measured' is in the FHIR vital-signs body weight value set
+    (observation-vitalsign-bodyweight); 114.64 [lb_av] = 52.0 kg."""
+    detail = card(run(child("2009-09-01", prednisone(40), weight(114.64, code="3141-9", unit="[lb_av]"))),
+                  STEROID)["detail"]
+    assert "= 0.77 mg/kg/day" in detail and "Observation/" in detail
+
+
+@pytest.mark.parametrize("bad", [5200, 0.0, None])
+def test_10_5_implausible_or_unitless_weight_is_not_divided_by(bad):
+    record = weight(bad if bad is not None else 52, unit=None if bad is None else "kg")
+    detail = card(run(child("2009-09-01", prednisone(40), record)), STEROID)["detail"]
+    assert "mg/kg/day" not in detail and "No usable body weight" in detail
+
+
+@pytest.mark.parametrize("bad", ["15/03/2010", 2010, ["2010-01-01"], {"value": "2010"}, "9999-01-01",
+                                 "2010-02-30", "2010-05-14T10:00:00Z", 1e308])
+def test_10_5_a_malformed_birth_date_is_noted_never_raised(bad):
+    cards = run(child(bad))
+    detail = card(cards, CK_TESTING)["detail"]
+    assert "Child" not in detail
+    assert "birthDate" in detail and "not a usable date: age unknown" in detail
+
+
+def test_10_5_body_weight_codes_are_pinned_with_their_source():
+    """HL7 FHIR ValueSet observation-vitalsign-bodyweight: 29463-7 Body weight, 3141-9 Body weight Measured."""
+    from builders import LOINC
+
+    assert terminology.in_valueset("body-weight", LOINC, "29463-7")
+    assert terminology.in_valueset("body-weight", LOINC, "3141-9")
+    assert not terminology.in_valueset("body-weight", LOINC, "3142-7")  # stated, not measured
+    from plugin.hooks import prefetch_templates
+
+    assert "http://loinc.org|29463-7" in prefetch_templates()["bodyWeight"]
+
+
+def test_10_5_the_child_fixture_patient_shows_the_dose_per_kg_and_the_ck_caveat():
+    """fixtures/ patient sle-child-15-on-prednisone: 15 years old, prednisone 30 mg/day, 52.4 kg."""
+    from plugin import fixtures
+    from plugin.demo import make_app
+
+    body = fixtures.request_path("sle-child-15-on-prednisone", "patient-view").read_bytes()
+    response = make_app().test_client().post("/cds-services/lupus-fasciculation-patient-view", data=body,
+                                              headers={"Content-Type": "application/json"})
+    cards = response.get_json()["cards"]
+    assert "30 mg/day / 52.4 kg = 0.57 mg/kg/day" in card(cards, STEROID)["detail"]
+    assert "adult CK reference ranges do not apply" in card(cards, CK_TESTING)["detail"]
+    assert all("**Child (age 15, born 2011-06-14):**" in c["detail"] for c in cards
+               if c["source"]["topic"]["code"] in (STEROID, CK_TESTING))
