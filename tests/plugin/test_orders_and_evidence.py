@@ -336,3 +336,19 @@ def test_10_5_the_child_fixture_patient_shows_the_dose_per_kg_and_the_ck_caveat(
     assert "adult CK reference ranges do not apply" in card(cards, CK_TESTING)["detail"]
     assert all("**Child (age 15, born 2011-06-14):**" in c["detail"] for c in cards
                if c["source"]["topic"]["code"] in (STEROID, CK_TESTING))
+
+
+def test_10_5_repository_files_the_rule_book_cites_exist_and_every_link_is_public():
+    from pathlib import Path
+
+    from plugin.cards import LINKS
+    from plugin.rulebook import RULEBOOK, format_rulebook
+
+    root = Path(__file__).resolve().parents[2]
+    cited = set(re.findall(r"\b((?:plugin|fixtures|tests)/[\w./-]+\.(?:json|py|md))", format_rulebook()))
+    assert cited, "the rule book names the value-set files it rests on"
+    for path in cited:
+        assert (root / path).is_file(), path
+    for rule in RULEBOOK:
+        for name in rule.links:
+            assert LINKS[name].url.startswith("https://"), (rule.id, name)
