@@ -11,7 +11,7 @@ arithmetic), caveats, and any gaps in the data the service received.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,7 +30,11 @@ from .rules import (
     Finding,
     Gate,
     ck_uln,
+    is_child,
+    known_drug_myopathy,
     latest_final,
+    patient_age,
+    recent_weight,
 )
 from .settings import Settings
 
@@ -41,6 +45,7 @@ TOPIC_SYSTEM = "https://lupus-cds.example.org/fhir/CodeSystem/card-topic"
 OVERRIDE_SYSTEM = "https://lupus-cds.example.org/fhir/CodeSystem/override-reason"
 LOINC = "http://loinc.org"
 SNOMED = "http://snomed.info/sct"
+CPT = "http://www.ama-assn.org/go/cpt"
 MAX_SUMMARY = 139
 INDICATOR_RANK = {"critical": 0, "warning": 1, "info": 2}
 
@@ -106,6 +111,40 @@ LINKS: dict[str, Link] = {
     "eular-sle-2023": Link(
         "EULAR 2023 recommendations for the management of SLE", "https://ard.bmj.com/content/83/1/15"
     ),
+    # neuropsychiatric SLE: red flags and the neuropathy work-up (EULAR 2023 SLE does not cover them)
+    "eular-npsle-2010": Link(
+        "Bertsias et al. 2010: EULAR recommendations for SLE with neuropsychiatric manifestations (Ann Rheum "
+        "Dis 69:2074)",
+        "https://doi.org/10.1136/ard.2010.130476",
+    ),
+    "acr-npsle-1999": Link(
+        "ACR 1999 nomenclature and case definitions for neuropsychiatric lupus syndromes (Arthritis Rheum "
+        "42:599)",
+        "https://doi.org/10.1002/1529-0131(199904)42:4%3C599::AID-ANR2%3E3.0.CO;2-F",
+    ),
+    "oomatia-2014": Link(
+        "Oomatia et al. 2014: peripheral neuropathies in 5.9% of 2,097 SLE patients (Arthritis Rheumatol "
+        "66:1000)",
+        "https://doi.org/10.1002/art.38302",
+    ),
+    "toledano-2017": Link(
+        "Toledano et al. 2017: peripheral nervous system involvement in 17.7% of 524 SLE patients (Autoimmun "
+        "Rev 16:750)",
+        "https://doi.org/10.1016/j.autrev.2017.05.011",
+    ),
+    "aanem-ncs-emg": Link(
+        "AANEM model policy: nerve conduction studies and needle EMG are performed together",
+        "https://www.aanem.org/clinical-practice-resources/position-statements/position-statement/"
+        "model-policy-for-nerve-conduction-studies-and-needle-electromyography",
+    ),
+    "saenz-farret-2022": Link(
+        "Saenz-Farret et al. 2022: antiseizure drugs and movement disorders (CNS Drugs 36:859)",
+        "https://doi.org/10.1007/s40263-022-00937-x",
+    ),
+    "berghuis-2017": Link(
+        "Berghuis et al. 2017: carbamazepine- and oxcarbazepine-induced hyponatremia (Epilepsia 58:1227)",
+        "https://doi.org/10.1111/epi.13777",
+    ),
     "medscape-steroid-myopathy": Link(
         "Medscape: corticosteroid-induced myopathy", "https://emedicine.medscape.com/article/313842-overview"
     ),
@@ -139,19 +178,19 @@ SOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
         ("eular-sle-2023", "buttgereit-2002", "medscape-steroid-myopathy"),
     ),
     NEUROACTIVE_REVIEW: (
-        "SLE neuromuscular guidance: neuro-active medication review",
-        LINKS["eular-sle-2023"].url,
-        ("eular-sle-2023",),
+        "SLE neuromuscular guidance: neuro-active medication review (antiseizure drugs and movement disorders)",
+        LINKS["saenz-farret-2022"].url,
+        ("saenz-farret-2022", "berghuis-2017"),
     ),
     RED_FLAG_URGENT: (
-        "SLE neuromuscular guidance: red flags needing urgent evaluation",
-        LINKS["eular-sle-2023"].url,
-        ("eular-sle-2023",),
+        "SLE neuromuscular guidance: red flags needing urgent evaluation (EULAR neuropsychiatric SLE 2010)",
+        LINKS["eular-npsle-2010"].url,
+        ("eular-npsle-2010", "acr-npsle-1999"),
     ),
     NCS_EMG: (
-        "SLE neuromuscular guidance: neuropathy work-up (EULAR 2023 SLE)",
-        LINKS["eular-sle-2023"].url,
-        ("eular-sle-2023",),
+        "SLE neuromuscular guidance: neuropathy work-up (EULAR neuropsychiatric SLE 2010; ACR 1999)",
+        LINKS["eular-npsle-2010"].url,
+        ("eular-npsle-2010", "acr-npsle-1999", "aanem-ncs-emg", "oomatia-2014", "toledano-2017"),
     ),
 }
 
@@ -195,13 +234,16 @@ TOPIC_OVERRIDES = {
 class Orderable:
     label: str
     description: str
-    code: str | None
+    code: str
     display: str
     system: str = LOINC
     category: str = "laboratory"
+    #: ServiceRequest.note: what the code alone does not say
+    note: str | None = None
 
 
-#: one draft ServiceRequest per test; codes are LOINC except the NCS/EMG referral (SNOMED)
+#: one draft ServiceRequest per test, always coded with a display: LOINC for laboratory tests; the
+#: electrodiagnostic study is CPT 95886 (plugin/valuesets/ncs-emg-codes.json records its sources)
 ORDERABLES: dict[str, Orderable] = {
     "ck": Orderable(
         "Order creatine kinase (CK)",
@@ -233,13 +275,21 @@ ORDERABLES: dict[str, Orderable] = {
         "24357-6",
         "Urinalysis macro (dipstick) panel - Urine",
     ),
+    # Nerve conduction studies and needle EMG are done together in one session (AANEM model policy). CPT
+    # 95860 is a needle EMG of one limb only; 95886 is the complete needle EMG of a limb done with nerve
+    # conduction studies, an add-on reported with one of 95907-95913, chosen after the study by the
+    # number of nerves tested, so no NCS count can be ordered in advance: the note says so.
     "ncs-emg": Orderable(
-        "Order nerve conduction study and EMG",
-        "Draft order: nerve conduction study with electromyography",
-        None,
-        "Nerve conduction study and electromyography (NCS/EMG)",
-        system=SNOMED,
+        "Order nerve conduction studies with needle EMG",
+        "Draft order: nerve conduction studies with needle EMG (CPT 95886 with 95907-95913)",
+        "95886",
+        "Needle EMG, each extremity, with related paraspinal areas, done with NCS; complete",
+        system=CPT,
         category="procedure",
+        note=(
+            "Nerve conduction studies with needle EMG: the electrodiagnostic physician chooses the nerves and "
+            "limbs; nerve conduction studies are reported as CPT 95907-95913 by the number of studies."
+        ),
     ),
 }
 _CATEGORY = {
@@ -679,7 +729,8 @@ WHY: dict[str, str] = {
         "Fasciculations with new weakness or loss of sensation need urgent neurologic evaluation."
     ),
     "ncs-sensory": (
-        "Peripheral neuropathy affects up to 27% of people with SLE. Nerve conduction studies and EMG "
+        "Peripheral nervous system disease affects about 6-18% of people with SLE in large cohorts (5.9% of "
+        "2,097, Oomatia 2014; 17.7% of 524, Toledano 2017). Nerve conduction studies with needle EMG "
         "distinguish neuropathy, myopathy and benign fasciculation. None is on record in the last {ncs_days} "
         "days."
     ),
@@ -868,8 +919,9 @@ def steroid_lines(finding: Finding, settings: Settings) -> list[str]:
 def render_detail(finding: Finding, gate: Gate, facts: PatientFacts, settings: Settings) -> str:
     values = summary_values(finding, settings)
     why = WHY[finding.variant].format_map(_Blank(values))
-    parts = [f"**Why:** {why}", "", "**Data used**", ""]
+    parts = [f"**Why:** {why}", "", *child_paragraph(finding, facts, settings), "**Data used**", ""]
     parts.extend(f"- {line}" for line in gate_lines(gate) + finding_lines(finding, facts, settings))
+    parts.extend(f"- {line}" for line in context_lines(finding, facts, settings))
     if finding.topic not in (CK_TESTING, CK_ELEVATED):
         ck_line = ck_context(finding.data.get("ck") or _recent_ck(facts, settings), facts, settings)
         if ck_line:
@@ -886,6 +938,59 @@ def render_detail(finding: Finding, gate: Gate, facts: PatientFacts, settings: S
     return "\n".join(parts)
 
 
+def context_lines(finding: Finding, facts: PatientFacts, settings: Settings) -> list[str]:
+    """Facts about the patient that change how the CK and steroid cards read: a known steroid myopathy
+    (not myositis: its CK is usually normal)."""
+    if finding.topic not in (CK_TESTING, CK_ELEVATED, STEROID_REVIEW):
+        return []
+    lines = []
+    for condition, steroid in known_drug_myopathy(facts):
+        what = "steroid myopathy" if steroid else "drug-induced myopathy (drug not coded)"
+        lines.append(
+            f"Known {what}: {condition_line(condition)}. Steroid myopathy is not myositis: its CK is usually "
+            "normal, so a normal CK does not rule it out."
+        )
+    return lines
+
+
+def child_paragraph(finding: Finding, facts: PatientFacts, settings: Settings) -> list[str]:
+    """For a child (under the child age), on the CK and steroid cards: adult CK ranges and adult steroid
+    bands do not apply, and the steroid dose per kg of a recent body weight. Reads only ``data["total"]``
+    of the steroid finding (prednisone-equivalent mg/day)."""
+    if finding.topic not in (CK_TESTING, CK_ELEVATED, STEROID_REVIEW) or not is_child(facts, settings):
+        return []
+    youngest, oldest = patient_age(facts) or (0, 0)
+    age = str(youngest) if youngest == oldest else f"{youngest}-{oldest}"
+    born = facts.birth_date.text if facts.birth_date else "date unknown"
+    text = f"**Child (age {age}, born {born}):** "
+    if finding.topic == STEROID_REVIEW:
+        text += (
+            "the adult glucocorticoid dose bands (Buttgereit 2002) and the adult SLE maintenance target do not "
+            "apply; judge the dose per kg of body weight."
+        )
+        total = finding.data.get("total")
+        weight = recent_weight(facts, settings)
+        if not total:
+            text += " No current daily dose could be computed, so no dose per kg."
+        elif weight is None:
+            days = settings.weight_lookback_days
+            text += f" No usable body weight in the last {days} days: dose per kg not computed."
+        else:
+            per_kg = float(total) / weight.canonical
+            text += (
+                f" Dose per kg: {num(total)} mg/day / {num(weight.canonical, 2)} kg = {num(per_kg, 2)} "
+                f"mg/kg/day prednisone-equivalent. {lab_line(weight, 'Body weight')}."
+            )
+    else:
+        text += (
+            "adult CK reference ranges do not apply; judge CK against the laboratory's range for the child's "
+            "age."
+        )
+        if str(finding.data.get("uln_source", "")).startswith("default"):
+            text += f" The upper limit used here, {num(finding.data.get('uln'))} U/L, is an adult default."
+    return [text, ""]
+
+
 def _recent_ck(facts: PatientFacts, settings: Settings) -> LabResult | None:
     return latest_final(facts, "ck", settings.lab_window_days)
 
@@ -897,16 +1002,13 @@ def stable_uuid(*parts: Any) -> str:
     return str(uuid.uuid5(CARD_NAMESPACE, "|".join(str(p) for p in parts)))
 
 
-def order_resource(
-    key: str, facts: PatientFacts, gate: Gate, ncs_coding: Mapping[str, str] | None
-) -> dict[str, Any]:
+def order_resource(key: str, facts: PatientFacts, gate: Gate) -> dict[str, Any]:
     """A draft R4 ServiceRequest for one test."""
     orderable = ORDERABLES[key]
-    code: dict[str, Any] = {"text": orderable.display}
-    if orderable.code:
-        code["coding"] = [{"system": orderable.system, "code": orderable.code, "display": orderable.display}]
-    elif ncs_coding:
-        code["coding"] = [dict(ncs_coding)]
+    code: dict[str, Any] = {
+        "coding": [{"system": orderable.system, "code": orderable.code, "display": orderable.display}],
+        "text": orderable.display,
+    }
     resource: dict[str, Any] = {
         "resourceType": "ServiceRequest",
         "status": "draft",
@@ -922,12 +1024,12 @@ def order_resource(
         if coded.display:
             reason["display"] = coded.display
         resource["reasonCode"] = [{"coding": [reason], "text": "Muscle fasciculation in SLE"}]
+    if orderable.note:
+        resource["note"] = [{"text": orderable.note}]
     return resource
 
 
-def suggestions(
-    finding: Finding, facts: PatientFacts, gate: Gate, day_key: str, ncs_coding: Mapping[str, str] | None
-) -> list[dict[str, Any]]:
+def suggestions(finding: Finding, facts: PatientFacts, gate: Gate, day_key: str) -> list[dict[str, Any]]:
     out = []
     for key in finding.orders:
         orderable = ORDERABLES[key]
@@ -940,7 +1042,7 @@ def suggestions(
                     {
                         "type": "create",
                         "description": orderable.description,
-                        "resource": order_resource(key, facts, gate, ncs_coding),
+                        "resource": order_resource(key, facts, gate),
                     }
                 ],
             }
@@ -956,7 +1058,6 @@ def build_card(
     gate: Gate,
     facts: PatientFacts,
     settings: Settings,
-    ncs_coding: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     label, url, link_names = SOURCES[finding.topic]
     day_key = facts.now.date().isoformat()
@@ -979,7 +1080,7 @@ def build_card(
     if finding.topic == RED_FLAG_URGENT and settings.escalation_url:
         links.insert(0, Link("Local urgent neurology escalation pathway", settings.escalation_url).as_json())
     card["links"] = links
-    offered = suggestions(finding, facts, gate, day_key, ncs_coding)
+    offered = suggestions(finding, facts, gate, day_key)
     if offered:
         card["suggestions"] = offered
         card["selectionBehavior"] = "any"
@@ -995,13 +1096,12 @@ def build_cards(
     gate: Gate,
     facts: PatientFacts,
     settings: Settings,
-    ncs_coding: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Cards for the findings: at most one per topic (the most urgent), critical > warning > info."""
     best: dict[str, Finding] = {}
     for finding in sorted(findings, key=sort_key):
         best.setdefault(finding.topic, finding)
-    return [build_card(f, gate, facts, settings, ncs_coding) for f in sorted(best.values(), key=sort_key)]
+    return [build_card(f, gate, facts, settings) for f in sorted(best.values(), key=sort_key)]
 
 
 def all_summary_templates() -> Sequence[tuple[str, str, str]]:

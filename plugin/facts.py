@@ -19,9 +19,10 @@ of lab series), so that the rules, which own the windows, stay pure functions of
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from fhir.resources.R4B.condition import Condition
@@ -91,6 +92,9 @@ class VS:
     PPIS = "ppis"
     CALCINEURIN_INHIBITORS = "calcineurin-inhibitors"
     MYOTOXIC = "myotoxic-drugs"
+    STEROID_MYOPATHY = "steroid-myopathy"
+    BODY_WEIGHT = "body-weight"
+    GLUCOCORTICOID_ADVERSE_EFFECT = "glucocorticoid-adverse-effect"
 
 
 #: Condition value sets, in the order a Condition is classified (a Condition may belong to several).
@@ -110,6 +114,8 @@ CONDITION_VALUESETS = (
     VS.MYOSITIS,
     VS.MYALGIA,
     VS.CKD,
+    VS.STEROID_MYOPATHY,
+    VS.GLUCOCORTICOID_ADVERSE_EFFECT,
 )
 #: symptom value sets read from Conditions and Observations (the three patterns of section 1.2)
 SYMPTOM_VALUESETS = (
@@ -132,6 +138,7 @@ LAB_ANALYTES: dict[str, tuple[str, str | None]] = {
     "sodium": (VS.SODIUM, None),
     "creatinine": (VS.CREATININE, None),
     "egfr": (VS.EGFR, None),
+    "weight": (VS.BODY_WEIGHT, None),
 }
 #: order kind -> value set of order codes (ServiceRequest.code, Procedure.code)
 ORDER_KINDS: dict[str, str] = {
@@ -338,6 +345,16 @@ class MedicationFact:
 
 
 @dataclass(frozen=True)
+class BirthDate:
+    """Patient.birthDate as written (a FHIR date: YYYY, YYYY-MM or YYYY-MM-DD) and the first and last day
+    it can mean (a partial date leaves the age uncertain by up to a year)."""
+
+    text: str
+    earliest: date
+    latest: date
+
+
+@dataclass(frozen=True)
 class PatientFacts:
     patient_id: str | None
     hook: str
@@ -354,6 +371,8 @@ class PatientFacts:
     #: resources skipped as invalid; a list because lab results are validated when first read
     skipped: list[str] = field(default_factory=list)
     missing_keys: frozenset[str] = field(default_factory=frozenset)
+    #: Patient.birthDate, read only if a card asks (the age decides whether adult ranges apply)
+    birth_date_of: Callable[[], BirthDate | None] = lambda: None
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -362,6 +381,10 @@ class PatientFacts:
     @property
     def sex(self) -> str | None:
         return self.sex_of()
+
+    @property
+    def birth_date(self) -> BirthDate | None:
+        return self.birth_date_of()
 
     def conditions_in(self, kind: str) -> tuple[ConditionFact, ...]:
         return tuple(c for c in self.conditions if kind in c.kinds)
@@ -610,6 +633,7 @@ _QUANTITY_UNITS = {
     "potassium": ({"mmol/l": 1.0, "meq/l": 1.0}, "mmol/L"),
     "magnesium": ({"mg/dl": 1.0, "mmol/l": 1 / 0.4114, "meq/l": 1 / (2 * 0.4114)}, "mg/dL"),
     "creatinine": ({"mg/dl": 1.0, "umol/l": 1 / 88.4, "µmol/l": 1 / 88.4, "μmol/l": 1 / 88.4}, "mg/dL"),
+    "weight": ({"kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237, "lb": 0.45359237, "lbs": 0.45359237}, "kg"),
 }
 
 
@@ -1054,6 +1078,39 @@ def patient_sex(sources: _Sources, notes: list[str]) -> str | None:
     return None
 
 
+_FHIR_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
+
+
+def patient_birth_date(sources: _Sources, notes: list[str], now: datetime) -> BirthDate | None:
+    """The first Patient's birthDate, read from the raw resource (the only element read, checked here as
+    a FHIR date; validating the whole Patient is left to the rules that need its sex). A value that is no
+    FHIR date, or lies in the future, is noted and gives ``None``."""
+    for raw, _ in sources.of("Patient"):
+        value = raw.get("birthDate")
+        if value is None:
+            return None
+        match = _FHIR_DATE.match(value) if isinstance(value, str) else None
+        try:
+            if match is None:
+                raise ValueError
+            year, month, day = int(match[1]), match[2], match[3]
+            if day:
+                earliest = latest = date(year, int(month), int(day))
+            elif month:
+                earliest = date(year, int(month), 1)
+                latest = (earliest.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+            else:
+                earliest, latest = date(year, 1, 1), date(year, 12, 31)
+            if earliest > now.date() or year < 1850:
+                raise ValueError
+        except ValueError:
+            shown = value if isinstance(value, str) and len(value) <= 40 else type(value).__name__
+            notes.append(f"Patient/{raw.get('id', '?')} birthDate {shown!r} is not a usable date: age unknown")
+            return None
+        return BirthDate(value, earliest, min(latest, now.date()))
+    return None
+
+
 def build_facts(request: HookRequest, gate: Callable[[PatientFacts], bool] | None = None) -> PatientFacts:
     """The snapshot of everything the rules read for this request.
 
@@ -1074,6 +1131,7 @@ def build_facts(request: HookRequest, gate: Callable[[PatientFacts], bool] | Non
         hook=request.hook,
         now=request.now,
         sex_of=functools.cache(lambda: patient_sex(sources, notes)),
+        birth_date_of=functools.cache(lambda: patient_birth_date(sources, notes, request.now)),
         conditions=tuple(conditions),
         symptoms=symptoms,
         labs=LabResults({}, notes),

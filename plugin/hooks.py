@@ -8,7 +8,6 @@ Prefetch templates (CDS Hooks 2.0.1 PF-3/4/6): only ``{{context.patientId}}``; t
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -115,6 +114,8 @@ def prefetch_templates() -> dict[str, str]:
             code_param([VS.CALCIUM, VS.PHOSPHATE, VS.SODIUM], [LOINC]), 30
         ),
         "renal": observation_search(code_param([VS.CREATININE, VS.EGFR], [LOINC]), 20),
+        # a child's steroid dose per kg needs only the newest weight
+        "bodyWeight": observation_search(code_param([VS.BODY_WEIGHT], [LOINC]), 5),
         "symptomObservations": observation_search(code_param(symptom_sets, [LOINC, SNOMED]), 50),
         "medicationRequests": f"MedicationRequest?{patient}&status=active,on-hold,completed&_count=200",
         "medicationStatements": f"MedicationStatement?{patient}&status=active,intended,on-hold,completed"
@@ -131,17 +132,6 @@ def prefetch_templates() -> dict[str, str]:
 # ------------------------------------------------------------------------------------------- handler
 
 
-@functools.cache  # value sets are fixed for the life of the process
-def ncs_order_coding() -> dict[str, str] | None:
-    """The coding of the NCS/EMG draft order: the first SNOMED code of the NCS/EMG value set (else CPT)."""
-    pairs = _pairs(terminology.codes(VS.NCS_EMG))
-    for system in (SNOMED, CPT):
-        for pair_system, code in pairs:
-            if pair_system == system:
-                return {"system": system, "code": code}
-    return None
-
-
 def advise(request: HookRequest) -> list[dict[str, Any]]:
     """The handler of all three services: facts -> rules -> cards (``[]`` when there is no guidance)."""
     settings = settings_for(request.config)
@@ -149,7 +139,7 @@ def advise(request: HookRequest) -> list[dict[str, Any]]:
     gate, findings = evaluate(facts, settings)
     if not findings:
         return []
-    return build_cards(findings, gate, facts, settings, ncs_order_coding())
+    return build_cards(findings, gate, facts, settings)
 
 
 @hookimpl

@@ -63,7 +63,12 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "fasciculation",
             "symptom-observation-code",
         ),
-        evidence=("CLINICAL-CONTENT 1.1-1.2 and 5.0; Synthea codes lupus as 200936003.",),
+        evidence=(
+            "SLE codes: VSAC value set 'Lupus' (OID 2.16.840.1.113883.3.464.1003.117.12.1010) and the "
+            "GM-SDE / OpenSAFELY SLE codelist, each code with its source in plugin/valuesets/sle.json.",
+            "Synthea codes lupus as SNOMED 200936003 (synthetichealth/synthea, "
+            "src/main/resources/modules/lupus.json).",
+        ),
     ),
     RuleSpec(
         id="red-flag",
@@ -80,10 +85,12 @@ RULEBOOK: tuple[RuleSpec, ...] = (
         settings=("red_flag_days", "escalation_url"),
         valuesets=("muscle-weakness", "loss-of-sensation", "dysphagia", "dyspnea"),
         evidence=(
-            "Source article red-flag list (twitching with weakness, loss of sensation, trouble "
-            "swallowing or breathing).",
+            "Neuropsychiatric SLE includes acute inflammatory demyelinating polyradiculoneuropathy "
+            "(Guillain-Barre), myasthenia gravis, cranial neuropathy, plexopathy and polyneuropathy (ACR 1999 "
+            "case definitions); the EULAR 2010 recommendations for neuropsychiatric SLE cover their diagnosis "
+            "and treatment.",
         ),
-        links=("eular-sle-2023",),
+        links=("eular-npsle-2010", "acr-npsle-1999"),
     ),
     RuleSpec(
         id="ck",
@@ -103,6 +110,10 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "'possible rhabdomyolysis'. The detail names current medicines that cause a toxic myopathy "
             "(statins, hydroxychloroquine/chloroquine, colchicine) as a cause to weigh.",
             "CK <= ULN: no CK card; the value is shown in the other cards.",
+            "A known steroid myopathy (SNOMED 26715006, or G72.0 with T38.0X5-) is not known myositis: it is "
+            "named as context (its CK is usually normal) and keeps the 'screen' wording.",
+            "A child (younger than the child age, from Patient.birthDate): the card says adult CK ranges do not "
+            "apply, and that the default ULN, when used, is an adult value.",
         ),
         settings=(
             "lab_window_days",
@@ -112,12 +123,15 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "ck_marked_multiple",
             "ck_critical_multiple",
             "rhabdo_creatinine_days",
+            "child_age_years",
         ),
         valuesets=(
             "ck-total",
             "ck-mb",
             "ck-order-codes",
             "myositis",
+            "steroid-myopathy",
+            "glucocorticoid-adverse-effect",
             "muscle-weakness",
             "myalgia",
             "creatinine",
@@ -125,7 +139,8 @@ RULEBOOK: tuple[RuleSpec, ...] = (
         ),
         evidence=(
             "EULAR/ACR 2017 IIM criteria (CK above ULN is a criterion item).",
-            "Statins, hydroxychloroquine and colchicine cause toxic (neuro)myopathy (CPIC; CLINICAL-CONTENT 3.1).",
+            "Statins, hydroxychloroquine and colchicine cause toxic (neuro)myopathy (CPIC drug table; "
+            "plugin/valuesets/myotoxic-drugs.json).",
             "Rhabdomyolysis: CK > 5x ULN (RCEM / StatPearls); 10x ULN stricter threshold.",
             "Mayo CK reference ranges; exercise and IM injections raise CK.",
         ),
@@ -204,7 +219,11 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "Pulse, very high (> very-high limit) or high (> high limit): warning.",
             "Medium (> low band, <= high limit): info, above the SLE maintenance target.",
             "Dose not computable: info 'review dose'. Low band: no card (info above target with the switch).",
-            "Never an action that changes a medication. A current anticonvulsant is added to this card.",
+            "Never an action that changes a medication. A current anticonvulsant is added to this card, and a "
+            "known steroid myopathy is named.",
+            "A child: the card says the adult dose bands and SLE target do not apply and gives the dose in "
+            "mg/kg/day (prednisone-equivalent mg/day / the newest measured body weight within the weight "
+            "look-back).",
         ),
         settings=(
             "steroid_target_mg",
@@ -214,8 +233,16 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "steroid_pulse_mg",
             "steroid_card_above_target",
             "pulse_lookback_days",
+            "child_age_years",
+            "weight_lookback_days",
         ),
-        valuesets=("systemic-corticosteroids", "anticonvulsants-neuropathic"),
+        valuesets=(
+            "systemic-corticosteroids",
+            "anticonvulsants-neuropathic",
+            "steroid-myopathy",
+            "glucocorticoid-adverse-effect",
+            "body-weight",
+        ),
         evidence=(
             "Buttgereit 2002 EULAR dose nomenclature (low <= 7.5, medium <= 30, high <= 100, very "
             "high, "
@@ -235,7 +262,12 @@ RULEBOOK: tuple[RuleSpec, ...] = (
         ),
         settings=(),
         valuesets=("anticonvulsants-neuropathic",),
-        evidence=("CLINICAL-CONTENT 3.1 and 5.3.",),
+        evidence=(
+            "Antiseizure drugs, gabapentin and pregabalin included, cause tremor and myoclonus "
+            "(Saenz-Farret 2022).",
+            "Carbamazepine and oxcarbazepine cause hyponatraemia (Berghuis 2017).",
+        ),
+        links=("saenz-farret-2022", "berghuis-2017"),
     ),
     RuleSpec(
         id="ncs-emg",
@@ -246,7 +278,7 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "diagnosis; OR weakness with a normal CK within the lab window.",
             "AND no NCS/EMG Procedure or order within the look-back, none in draftOrders.",
         ),
-        then=("Info card with a draft NCS/EMG order.",),
+        then=("Info card with a draft order for nerve conduction studies with needle EMG (CPT 95886).",),
         settings=("ncs_lookback_days", "fasciculation_condition_days", "fasciculation_observation_days"),
         valuesets=(
             "sensory-symptoms",
@@ -256,10 +288,16 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "ncs-emg-codes",
         ),
         evidence=(
-            "Peripheral neuropathy in up to 27% of SLE (source article); EMG separates neuropathy, "
-            "myopathy and benign fasciculation.",
+            "Peripheral nervous system disease in about 6-18% of SLE in large cohorts (5.9% of 2,097, "
+            "Oomatia 2014; 17.7% of 524, Toledano 2017; 7.6% of 1,827 over a mean 7.6 years from diagnosis, "
+            "Hanly 2020, doi 10.1002/art.41070).",
+            "ACR 1999 case definitions: a mononeuropathy or polyneuropathy is ascertained by examination "
+            "with nerve conduction studies / EMG; the EULAR 2010 recommendations for neuropsychiatric SLE "
+            "cover peripheral nervous disorders.",
+            "Nerve conduction studies and needle EMG are performed together; the number of studies is decided "
+            "during the test (AANEM). The draft order is CPT 95886 (plugin/valuesets/ncs-emg-codes.json).",
         ),
-        links=("eular-sle-2023",),
+        links=("eular-npsle-2010", "acr-npsle-1999", "aanem-ncs-emg", "oomatia-2014", "toledano-2017"),
     ),
 )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from . import medications
@@ -199,6 +200,55 @@ def ck_uln(result: LabResult | None, facts: PatientFacts, settings: Settings) ->
     if facts.sex == "female":
         return settings.ck_uln_female, "default-female"
     return settings.ck_uln_unknown_sex, "default-unknown"
+
+
+def known_drug_myopathy(facts: PatientFacts) -> tuple[tuple[ConditionFact, bool], ...]:
+    """Active steroid / drug-induced myopathy Conditions, each with whether it is coded as steroid
+    myopathy: SNOMED 26715006, or ICD-10-CM G72.0 (drug-induced myopathy) with a glucocorticoid
+    adverse-effect code T38.0X5- on the same or another active Condition. Context only: CK is usually
+    normal in steroid myopathy, so it is not 'known myositis' (value set steroid-myopathy)."""
+    def current(condition: ConditionFact) -> bool:
+        return condition.is_active and condition.verification_status not in {"refuted", "entered-in-error"}
+
+    glucocorticoid_coded = any(current(c) for c in facts.conditions_in(VS.GLUCOCORTICOID_ADVERSE_EFFECT))
+    return tuple(
+        (c, c.coded.code != "G72.0" or glucocorticoid_coded)
+        for c in facts.conditions_in(VS.STEROID_MYOPATHY)
+        if current(c)
+    )
+
+
+def completed_years(born: date, on: date) -> int:
+    return on.year - born.year - ((on.month, on.day) < (born.month, born.day))
+
+
+def patient_age(facts: PatientFacts) -> tuple[int, int] | None:
+    """(youngest, oldest) possible age in completed years at the hook's now; the two differ only for a
+    partial birthDate (``2010``, ``2010-05``). ``None`` when the birth date is unknown."""
+    born = facts.birth_date
+    if born is None:
+        return None
+    today = facts.now.date()
+    return completed_years(born.latest, today), completed_years(born.earliest, today)
+
+
+def is_child(facts: PatientFacts, settings: Settings) -> bool:
+    """Possibly younger than the child age: adult CK ranges and steroid bands do not apply."""
+    age = patient_age(facts)
+    return age is not None and age[0] < settings.child_age_years
+
+
+#: a body weight outside this range (kg) is an entry error, not a weight to divide a dose by
+PLAUSIBLE_WEIGHT_KG = (0.3, 400.0)
+
+
+def recent_weight(facts: PatientFacts, settings: Settings) -> LabResult | None:
+    """The newest final body weight within the weight look-back, if its value is a plausible weight in kg."""
+    weight = latest_final(facts, "weight", settings.weight_lookback_days)
+    if weight is None or weight.canonical is None:
+        return None
+    low, high = PLAUSIBLE_WEIGHT_KG
+    return weight if low <= weight.canonical <= high else None
 
 
 def renal_involvement(facts: PatientFacts, settings: Settings) -> dict[str, Any]:

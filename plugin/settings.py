@@ -300,6 +300,26 @@ SETTINGS: dict[str, SettingSpec] = {
                 "mg/day).",
             ),
         ),
+        # --- children: adult CK ranges and steroid bands do not apply
+        (
+            "child_age_years",
+            SettingSpec(
+                "LUPUS_CDS_CHILD_AGE_YEARS",
+                int,
+                18,
+                "A patient younger than this (years, from Patient.birthDate) is a child: the CK and steroid "
+                "cards say adult CK ranges and steroid dose bands do not apply.",
+            ),
+        ),
+        (
+            "weight_lookback_days",
+            SettingSpec(
+                "LUPUS_CDS_WEIGHT_LOOKBACK_DAYS",
+                int,
+                60,
+                "A body weight this recent gives a child's corticosteroid dose in mg/kg/day.",
+            ),
+        ),
         # --- links
         (
             "escalation_url",
@@ -370,6 +390,8 @@ class Settings:
     steroid_very_high_above_mg: float
     steroid_pulse_mg: float
     steroid_card_above_target: bool
+    child_age_years: int
+    weight_lookback_days: int
     escalation_url: str
 
     @classmethod

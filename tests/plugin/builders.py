@@ -300,6 +300,8 @@ _OBSERVATION_KEYS = {
     "17861-6": "otherElectrolytes",
     "2777-1": "otherElectrolytes",
     "2951-2": "otherElectrolytes",
+    "29463-7": "bodyWeight",
+    "3141-9": "bodyWeight",
 }
 _TYPE_KEYS = {
     "Patient": "patient",
