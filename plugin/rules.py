@@ -126,7 +126,7 @@ def recent_symptoms(
                 undated.append(s)
         elif within_days(s.when, facts.now, condition_days if s.resource_type == "Condition" else observation_days):
             dated.append(s)
-    return tuple(sorted(dated, key=lambda s: s.when, reverse=True)) + tuple(undated)  # type: ignore[arg-type, return-value]
+    return tuple(sorted(dated, key=lambda s: s.when, reverse=True)) + tuple(undated)
 
 
 def symptom_window(facts: PatientFacts, settings: Settings, kind: str) -> tuple[SymptomFact, ...]:
