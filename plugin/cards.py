@@ -358,9 +358,18 @@ def lab_line(result: LabResult, label: str) -> str:
 
 
 def symptom_line(symptom: SymptomFact) -> str:
-    verb = "recorded" if symptom.resource_type == "Condition" else "observed"
     where = f"{symptom.resource_type}/{symptom.resource_id}"
-    return f"{coded_text(symptom.coded)}, {verb} {day(symptom.when)} ({where})"
+    if symptom.resource_type != "Condition":
+        return f"{coded_text(symptom.coded)}, observed {day(symptom.when)} ({where})"
+    if symptom.when is None:
+        return f"{coded_text(symptom.coded)}, active, date unknown (no onset or recorded date; {where})"
+    if symptom.onset is None:
+        dates = f"recorded {day(symptom.when)}"
+    elif symptom.when > symptom.onset:  # when is the later of onset and recordedDate
+        dates = f"onset {day(symptom.onset)}, recorded {day(symptom.when)}"
+    else:
+        dates = f"onset {day(symptom.onset)}"
+    return f"{coded_text(symptom.coded)}, {dates} ({where})"
 
 
 def condition_line(condition: ConditionFact) -> str:
@@ -525,11 +534,15 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     ),
     "bulbar": (
         "Muscle twitching with {flag_words} in SLE: urgent neurologic evaluation today",
-        "Muscle twitching with trouble swallowing: urgent neurologic evaluation today",
+        "Muscle twitching with trouble swallowing or speaking: urgent neurologic evaluation today",
     ),
     "respiratory": (
         "Twitching with {flag_words} in SLE: assess respiratory muscle strength urgently (FVC/NIF)",
         "Twitching with breathing difficulty: assess respiratory muscle strength urgently",
+    ),
+    "respiratory-explained": (
+        "Twitching and breathlessness in SLE: respiratory muscle weakness (check FVC/NIF) or known {cause_words}",
+        "Twitching and breathlessness: respiratory muscle weakness (check FVC/NIF) or the known heart/lung cause",
     ),
     "weakness-sensory": (
         "Muscle twitching with {flag_words} in SLE: urgent neurologic evaluation advised",
@@ -546,11 +559,33 @@ TEMPLATES: dict[str, tuple[str, str]] = {
 }
 
 FLAG_WORDS = {
-    VS.MUSCLE_WEAKNESS: "new weakness",
+    VS.MUSCLE_WEAKNESS: "weakness",
     VS.LOSS_OF_SENSATION: "loss of sensation",
     VS.DYSPHAGIA: "trouble swallowing",
+    VS.DYSARTHRIA: "slurred speech",
     VS.DYSPNEA: "shortness of breath",
 }
+
+
+def weakness_words(data: Mapping[str, Any]) -> str:
+    """'new weakness' only when its onset lies in the red-flag window; an old onset is named by its year."""
+    if data.get("weakness_new"):
+        return "new weakness"
+    onset = data.get("weakness_onset")
+    return f"weakness (onset {onset.year})" if isinstance(onset, datetime) else "weakness"
+
+
+def flag_words(kind: str, data: Mapping[str, Any]) -> str:
+    return weakness_words(data) if kind == VS.MUSCLE_WEAKNESS else FLAG_WORDS.get(kind, kind)
+
+
+def and_join(words: Sequence[str]) -> str:
+    return " and ".join(words) if len(words) <= 2 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def cause_groups(data: Mapping[str, Any]) -> list[str]:
+    """The groups of the known cardiopulmonary causes, in value-set order, once each."""
+    return list(dict.fromkeys(group for group, _ in data.get("causes", ())))
 ANALYTE_WORDS = {
     "calcium": "calcium",
     "phosphate": "phosphate",
@@ -607,10 +642,9 @@ def summary_values(finding: Finding, settings: Settings) -> dict[str, Any]:
         values["drugs"] = ", ".join(dict.fromkeys(drug_name(d) for d in drugs))
     flags = data.get("flags")
     if flags:
-        words = [FLAG_WORDS[k] for k in FLAG_WORDS if k in flags]
-        values["flag_words"] = (
-            " and ".join(words[-2:]) if len(words) <= 2 else ", ".join(words[:-1]) + " and " + words[-1]
-        )
+        values["flag_words"] = and_join([flag_words(k, data) for k in FLAG_WORDS if k in flags])
+    if data.get("causes"):
+        values["cause_words"] = " or ".join(cause_groups(data))
     if finding.topic == NCS_EMG:
         values["sensory_words"] = "Numbness/tingling" if data.get("sensory") else "Known neuropathy"
     return values
@@ -718,15 +752,21 @@ WHY: dict[str, str] = {
         "carbamazepine and oxcarbazepine also cause hyponatraemia."
     ),
     "bulbar": (
-        "Fasciculations with trouble swallowing can mean bulbar weakness (myositis, neuropathy, motor neuron "
-        "disease, myasthenia) and aspiration risk: evaluate today."
+        "Fasciculations with trouble swallowing or slurred speech (dysarthria) can mean bulbar weakness "
+        "(myositis, neuropathy, motor neuron disease, myasthenia) and aspiration risk: evaluate today."
     ),
     "respiratory": (
         "Fasciculations with breathing difficulty can mean respiratory muscle weakness: measure forced vital "
         "capacity (FVC) and negative inspiratory force (NIF) and evaluate urgently."
     ),
+    "respiratory-explained": (
+        "Shortness of breath here has two possible causes: respiratory muscle weakness, which fasciculations make "
+        "possible (measure forced vital capacity (FVC) and negative inspiratory force (NIF)), and the known "
+        "{cause_words}. No weakness, bulbar sign or loss of sensation is recorded, so this is a warning: escalate "
+        "if FVC or NIF is low or breathing worsens."
+    ),
     "weakness-sensory": (
-        "Fasciculations with new weakness or loss of sensation need urgent neurologic evaluation."
+        "Fasciculations with weakness or loss of sensation need urgent neurologic evaluation."
     ),
     "ncs-sensory": (
         "Peripheral nervous system disease affects about 6-18% of people with SLE in large cohorts (5.9% of "
@@ -767,10 +807,15 @@ DIFFERENTIALS = (
 def gate_lines(gate: Gate) -> list[str]:
     lines = [f"SLE: {condition_line(c)}" for c in gate.sle[:2]]
     if gate.unspecified_lupus:
+        coded = gate.sle[0].coded_for(VS.SLE_UNSPECIFIED)
         lines.append(
-            "Lupus type unspecified: coded as SNOMED 200936003 'Lupus erythematosus', which also "
-            "covers "
-            "cutaneous lupus; confirm SLE."
+            f"Lupus type unspecified: coded as {coded_text(coded)}, a code that also covers cutaneous lupus; "
+            "confirm SLE."
+        )
+    if any(VS.SLE_IN_REMISSION in c.kinds for c in gate.sle[:2]):
+        lines.append(
+            "SLE is coded as in remission: counted, because remission does not remove the risk of myositis or "
+            "neuropathy."
         )
     if gate.drug_induced_lupus:
         lines.append(
@@ -859,9 +904,27 @@ def finding_lines(finding: Finding, facts: PatientFacts, settings: Settings) -> 
     elif topic == NEUROACTIVE_REVIEW:
         lines.extend(f"Current: {med_line(m)}" for m in data.get("drugs", ()))
     elif topic == RED_FLAG_URGENT:
-        for kind, symptoms in data.get("flags", {}).items():
+        flags = data.get("flags", {})
+        for kind, symptoms in flags.items():
             lines.extend(f"Red flag ({FLAG_WORDS.get(kind, kind)}): {symptom_line(s)}" for s in symptoms[:2])
-        lines.append(f"Red flags count when recorded in the last {settings.red_flag_days} days.")
+        undated = any(s.when is None for symptoms in flags.values() for s in symptoms)
+        lines.append(
+            f"Red flags count when recorded in the last {settings.red_flag_days} days"
+            + ("; an active symptom Condition with no date counts too, its date unknown." if undated else ".")
+        )
+        if VS.MUSCLE_WEAKNESS in flags and not data.get("weakness_new"):
+            lines.append(
+                f"The weakness is not called new: no onset date in the last {settings.red_flag_days} days "
+                "(a recent recorded date alone does not make it new)."
+            )
+        for group, condition in data.get("causes", ()):
+            lines.append(f"Known cardiopulmonary cause ({group}): {condition_line(condition)}")
+        if data.get("causes"):
+            lines.append(
+                "Two differentials for the shortness of breath: respiratory muscle weakness (FVC, NIF) and "
+                + and_join(cause_groups(data))
+                + "."
+            )
         lines.append("Consider: " + "; ".join(DIFFERENTIALS) + ".")
         if isinstance(data.get("potassium"), LabResult):
             lines.append(lab_line(data["potassium"], "Potassium"))

@@ -58,12 +58,15 @@ class VS:
     SLE_RENAL = "sle-renal"
     SLE_DRUG_INDUCED = "sle-drug-induced"
     SLE_UNSPECIFIED = "sle-unspecified-lupus"
+    SLE_IN_REMISSION = "sle-in-remission"
     LUPUS_EXCLUSIONS = "lupus-exclusions"
     FASCICULATION = "fasciculation"
     SYMPTOM_OBSERVATION_CODE = "symptom-observation-code"
     MUSCLE_WEAKNESS = "muscle-weakness"
     DYSPHAGIA = "dysphagia"
+    DYSARTHRIA = "dysarthria"
     DYSPNEA = "dyspnea"
+    CARDIOPULMONARY = "cardiopulmonary-causes"
     LOSS_OF_SENSATION = "loss-of-sensation"
     SENSORY_SYMPTOMS = "sensory-symptoms"
     PERIPHERAL_NEUROPATHY = "peripheral-neuropathy"
@@ -103,10 +106,12 @@ CONDITION_VALUESETS = (
     VS.SLE_RENAL,
     VS.SLE_DRUG_INDUCED,
     VS.SLE_UNSPECIFIED,
+    VS.SLE_IN_REMISSION,
     VS.LUPUS_EXCLUSIONS,
     VS.FASCICULATION,
     VS.MUSCLE_WEAKNESS,
     VS.DYSPHAGIA,
+    VS.DYSARTHRIA,
     VS.DYSPNEA,
     VS.LOSS_OF_SENSATION,
     VS.SENSORY_SYMPTOMS,
@@ -116,12 +121,14 @@ CONDITION_VALUESETS = (
     VS.CKD,
     VS.STEROID_MYOPATHY,
     VS.GLUCOCORTICOID_ADVERSE_EFFECT,
+    VS.CARDIOPULMONARY,
 )
 #: symptom value sets read from Conditions and Observations (the three patterns of section 1.2)
 SYMPTOM_VALUESETS = (
     VS.FASCICULATION,
     VS.MUSCLE_WEAKNESS,
     VS.DYSPHAGIA,
+    VS.DYSARTHRIA,
     VS.DYSPNEA,
     VS.LOSS_OF_SENSATION,
     VS.SENSORY_SYMPTOMS,
@@ -263,6 +270,14 @@ class Coded:
 
 @dataclass(frozen=True)
 class ConditionFact:
+    """A Condition in at least one of :data:`CONDITION_VALUESETS`.
+
+    :ivar when: the most recent of onset and recordedDate (``None``: the Condition has neither); the windows
+        use it, because a newly recorded old symptom is still news.
+    :ivar onset: onsetDateTime or onsetPeriod.start alone, for what only the onset can say ('new weakness').
+    :ivar matches: value set -> the coding that matched it, for every value set the Condition is in.
+    """
+
     resource_id: str
     kinds: frozenset[str]
     coded: Coded
@@ -271,6 +286,17 @@ class ConditionFact:
     abated: bool
     when: datetime | None
     category: tuple[str, ...] = ()
+    onset: datetime | None = None
+    matches: tuple[tuple[str, Coded], ...] = ()
+
+    def coded_for(self, kind: str) -> Coded:
+        """The coding that put this Condition in value set ``kind`` (the first coding if none did)."""
+        return next((coded for name, coded in self.matches if name == kind), self.coded)
+
+    @property
+    def is_current(self) -> bool:
+        """Active and not refuted / entered in error: a diagnosis a rule may rely on."""
+        return self.is_active and self.verification_status not in {"refuted", "entered-in-error"}
 
     @property
     def is_active(self) -> bool:
@@ -283,13 +309,19 @@ class ConditionFact:
 
 @dataclass(frozen=True)
 class SymptomFact:
-    """One finding (fasciculation, weakness, ...) from a Condition or an Observation, not negated."""
+    """One finding (fasciculation, weakness, ...) from a Condition or an Observation, not negated.
+
+    :ivar when: the Observation's effective date, or the Condition's latest of onset and recordedDate;
+        ``None`` for an active Condition with no date at all (its clinicalStatus says it is current).
+    :ivar onset: the Condition's onset alone (``None`` for Observations and Conditions without one).
+    """
 
     kind: str
     coded: Coded
     when: datetime | None
     resource_type: str
     resource_id: str
+    onset: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -526,15 +558,15 @@ def collect_sources(request: HookRequest) -> _Sources:
 # --------------------------------------------------------------------------------------- conditions
 
 
+def condition_onset(raw: Mapping[str, Any]) -> datetime | None:
+    """onsetDateTime, else the start of onsetPeriod (onsetAge / onsetString give no date)."""
+    return parse_datetime(raw.get("onsetDateTime")) or period_start(raw.get("onsetPeriod"))
+
+
 def condition_date(raw: Mapping[str, Any]) -> datetime | None:
-    """The most recent of onset and recordedDate: a newly recorded old symptom is still news."""
-    return latest(
-        parse_datetime(raw.get("onsetDateTime")),
-        period_start(raw.get("onsetPeriod")),
-        parse_datetime(raw.get("recordedDate")),
-    ) or parse_datetime(
-        (raw.get("meta") or {}).get("lastUpdated") if isinstance(raw.get("meta"), Mapping) else None
-    )
+    """The most recent of onset and recordedDate: a newly recorded old symptom is still news. ``None`` when
+    the Condition has neither (meta.lastUpdated says when the record was edited, not when the symptom was)."""
+    return latest(condition_onset(raw), parse_datetime(raw.get("recordedDate")))
 
 
 def build_conditions(sources: _Sources, notes: list[str]) -> list[ConditionFact]:
@@ -567,21 +599,30 @@ def build_conditions(sources: _Sources, notes: list[str]) -> list[ConditionFact]
                 abated=any(k.startswith("abatement") for k in raw),
                 when=condition_date(raw),
                 category=categories,
+                onset=condition_onset(raw),
+                matches=tuple(matched.items()),
             )
         )
     return facts
 
 
 def symptoms_from_conditions(conditions: Iterable[ConditionFact]) -> list[SymptomFact]:
-    """Active, not refuted symptom Conditions as symptom facts (pattern 1 of section 1.2)."""
+    """Active, not refuted symptom Conditions as symptom facts (pattern 1 of section 1.2), dated or not."""
     out = []
     for condition in conditions:
-        if not condition.is_active or condition.verification_status in {"refuted", "entered-in-error"}:
+        if not condition.is_current:
             continue
         for kind in SYMPTOM_VALUESETS:
             if kind in condition.kinds:
                 out.append(
-                    SymptomFact(kind, condition.coded, condition.when, "Condition", condition.resource_id)
+                    SymptomFact(
+                        kind,
+                        condition.coded_for(kind),
+                        condition.when,
+                        "Condition",
+                        condition.resource_id,
+                        onset=condition.onset,
+                    )
                 )
     return out
 

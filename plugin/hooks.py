@@ -43,8 +43,8 @@ DESCRIPTIONS = {
     "patient-view": (
         "For a patient with systemic lupus erythematosus (SLE) and recent muscle twitching (fasciculations): "
         "suggests creatine kinase to screen for lupus myositis, potassium and magnesium, a corticosteroid "
-        "dose review, urgent evaluation of red flags (weakness, loss of sensation, trouble swallowing or "
-        "breathing) and nerve conduction studies / EMG for neuropathic symptoms."
+        "dose review, urgent evaluation of red flags (weakness, loss of sensation, trouble swallowing, "
+        "slurred speech or breathlessness) and nerve conduction studies / EMG for neuropathic symptoms."
     ),
     "order-select": (
         "The SLE + muscle twitching advice while orders are being selected; tests already in the draft "

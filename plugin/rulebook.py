@@ -37,14 +37,19 @@ RULEBOOK: tuple[RuleSpec, ...] = (
         when=(
             "An SLE Condition: clinicalStatus active, recurrence, relapse (or remission, switch), "
             "verificationStatus not refuted / entered-in-error (unconfirmed, provisional, differential "
-            "only "
-            "with the switch); a cutaneous or non-SLE lupus code on the same Condition wins over the "
-            "parent "
-            "'lupus erythematosus' code.",
+            "only with the switch); a cutaneous or non-SLE lupus code on the same Condition wins over the "
+            "parent 'lupus erythematosus' code.",
+            "SLE codes: ICD-10-CM M32 (header), M32.1x, M32.8, M32.9 and the SNOMED codes of the published GM-SDE "
+            "SLE codelist (derived from OpenSAFELY's), curated code by code: systemic forms and organ involvement "
+            "(e.g. 403488004 SLE of childhood, 308751000119106 glomerular disease due to SLE) count; cutaneous-only, "
+            "mucosal-only and neonatal lupus, skin signs of lupus, lupus anticoagulant and lupus vulgaris never do; "
+            "drug-induced lupus and 'lupus erythematosus, type not stated' follow their switches. 698694005 'SLE "
+            "in remission' is a remission whatever an 'active' clinicalStatus says (remission switch).",
             "AND a fasciculation finding, not negated: a Condition (active, not refuted) with onset or "
-            "recorded date within the Condition window, or an Observation (final, amended, corrected or "
+            "recorded date within the Condition window, or with no date at all (its clinicalStatus says it is "
+            "current; the card says the date is unknown), or an Observation (final, amended, corrected or "
             "preliminary; code = the finding, or LOINC 75325-1 'Symptom' with the finding as value) within "
-            "the Observation window.",
+            "the Observation window. Undated active symptom Conditions count the same way in every rule.",
         ),
         then=("Evaluate the rules below; otherwise no cards.",),
         settings=(
@@ -59,36 +64,61 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "sle",
             "sle-unspecified-lupus",
             "sle-drug-induced",
+            "sle-in-remission",
             "lupus-exclusions",
             "fasciculation",
             "symptom-observation-code",
         ),
         evidence=(
-            "SLE codes: VSAC value set 'Lupus' (OID 2.16.840.1.113883.3.464.1003.117.12.1010) and the "
-            "GM-SDE / OpenSAFELY SLE codelist, each code with its source in plugin/valuesets/sle.json.",
-            "Synthea codes lupus as SNOMED 200936003 (synthetichealth/synthea, "
-            "src/main/resources/modules/lupus.json).",
+            "GM-SDE SLE codelist (UoM-Data-Science-Platforms/gm-sde, shared/clinical-code-sets/conditions/sle/1, "
+            "commit 8c749a46; derived from the OpenSAFELY SLE codelist), curated as recorded code by code in "
+            "plugin/valuesets/sle.json and pinned in tests/plugin/test_terminology.py.",
+            "VSAC 'Lupus' value set 2.16.840.1.113883.3.464.1003.117.12.1010 (ICD-10-CM M32.x).",
+            "Synthea's lupus module codes every lupus patient as 200936003 'Lupus erythematosus' "
+            "(synthetichealth/synthea src/main/resources/modules/lupus.json).",
         ),
     ),
     RuleSpec(
         id="red-flag",
-        title="Red flags: urgent evaluation (critical)",
+        title="Red flags: urgent evaluation (critical; warning when a known cause explains breathlessness)",
         when=(
-            "Weakness, loss of sensation (R20.0/R20.1, hypoesthesia), dysphagia or dyspnea / respiratory "
-            "distress recorded or observed within the red-flag window, not negated.",
+            "Weakness, loss of sensation (R20.0/R20.1, hypoesthesia), a bulbar sign (oropharyngeal or unspecified "
+            "dysphagia: 40739000, 71457002, 399122003, R13.0, R13.1/R13.10-R13.13, R13.19; dysarthria: 8011004, "
+            "R47.1, R47.81) or dyspnea / respiratory distress recorded or observed within the red-flag window (or "
+            "an active undated Condition), not negated. Oesophageal dysphagia (40890009, R13.14) and painful "
+            "swallowing (30233002) are not red flags.",
         ),
         then=(
-            "Critical card: urgent neurologic evaluation; for dyspnea assess respiratory muscle strength "
-            "(FVC/NIF). No automatic orders; differentials listed (lupus myositis, neuropathy, severe "
-            "hypokalaemia, motor neuron disease, myasthenia).",
+            "Critical card: urgent neurologic evaluation; bulbar signs: evaluate today (aspiration risk); "
+            "dyspnea with weakness, a bulbar sign or loss of sensation, or with nothing known to explain it: "
+            "assess respiratory muscle strength urgently (FVC/NIF).",
+            "Dyspnea as the only red flag in a patient with a current interstitial lung disease, pulmonary "
+            "hypertension, pleuritis/pericarditis, pulmonary embolism or antiphospholipid syndrome, or heart "
+            "failure: warning naming both differentials (respiratory muscle weakness: FVC/NIF; the known cause).",
+            "'New weakness' only when the weakness's onset (not its recorded date) lies in the window; an older "
+            "onset is shown as 'weakness (onset <year>)', an unknown one as 'weakness'.",
+            "No automatic orders; differentials listed (lupus myositis, neuropathy, severe hypokalaemia, motor "
+            "neuron disease, myasthenia).",
         ),
         settings=("red_flag_days", "escalation_url"),
-        valuesets=("muscle-weakness", "loss-of-sensation", "dysphagia", "dyspnea"),
+        valuesets=(
+            "muscle-weakness",
+            "loss-of-sensation",
+            "dysphagia",
+            "dysarthria",
+            "dyspnea",
+            "cardiopulmonary-causes",
+        ),
         evidence=(
             "Neuropsychiatric SLE includes acute inflammatory demyelinating polyradiculoneuropathy "
             "(Guillain-Barre), myasthenia gravis, cranial neuropathy, plexopathy and polyneuropathy (ACR 1999 "
             "case definitions); the EULAR 2010 recommendations for neuropsychiatric SLE cover their diagnosis "
             "and treatment.",
+            "Respiratory muscle strength (maximal inspiratory pressure / NIF, vital capacity) predicts outcome in "
+            "neuromuscular disease: Orphanet J Rare Dis 2017, doi 10.1186/s13023-017-0598-0.",
+            "Codes and their sources: plugin/valuesets/dysphagia.json, dysarthria.json (SNOMED 8011004 in the "
+            "SNOMED IPS free set; ICD-10-CM R47.1), cardiopulmonary-causes.json (VSAC Heart Failure, ICD-10-CM "
+            "FY2020 list, IPS free set).",
         ),
         links=("eular-npsle-2010", "acr-npsle-1999"),
     ),

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
-from . import medications
+from . import medications, terminology
 from .facts import VS, ConditionFact, LabResult, MedicationFact, OrderFact, PatientFacts, SymptomFact
 from .fhirdata import within_days
 from .settings import Settings
@@ -101,11 +101,12 @@ def counts_as_sle(condition: ConditionFact, settings: Settings) -> bool:
     if verification in NOT_ESTABLISHED and not settings.count_unconfirmed_sle:
         return False
     status = condition.clinical_status
-    if status is None:
-        return not condition.abated
-    if status == "remission":
+    if status is None and condition.abated:
+        return False
+    # 'SLE in remission' (698694005) is more specific than a default 'active' status; relapse/recurrence win
+    if status == "remission" or (VS.SLE_IN_REMISSION in kinds and status in (None, "active")):
         return settings.count_sle_in_remission
-    return status in SLE_CLINICAL_STATUSES
+    return status is None or status in SLE_CLINICAL_STATUSES
 
 
 def qualifying_sle(facts: PatientFacts, settings: Settings) -> tuple[ConditionFact, ...]:
@@ -116,15 +117,16 @@ def recent_symptoms(
     facts: PatientFacts, kind: str, condition_days: float, observation_days: float
 ) -> tuple[SymptomFact, ...]:
     """Findings of ``kind`` recent enough: Conditions within ``condition_days``, Observations within
-    ``observation_days``; newest first."""
-    found = [
-        s
-        for s in facts.symptoms_of(kind)
-        if within_days(
-            s.when, facts.now, condition_days if s.resource_type == "Condition" else observation_days
-        )
-    ]
-    return tuple(sorted(found, key=lambda s: s.when, reverse=True))
+    ``observation_days``; newest first. An active symptom Condition with no date at all counts too (its
+    clinicalStatus says it is current), after the dated ones: the cards say its date is unknown."""
+    dated, undated = [], []
+    for s in facts.symptoms_of(kind):
+        if s.when is None:
+            if s.resource_type == "Condition":
+                undated.append(s)
+        elif within_days(s.when, facts.now, condition_days if s.resource_type == "Condition" else observation_days):
+            dated.append(s)
+    return tuple(sorted(dated, key=lambda s: s.when, reverse=True)) + tuple(undated)
 
 
 def symptom_window(facts: PatientFacts, settings: Settings, kind: str) -> tuple[SymptomFact, ...]:
@@ -254,11 +256,7 @@ def recent_weight(facts: PatientFacts, settings: Settings) -> LabResult | None:
 def renal_involvement(facts: PatientFacts, settings: Settings) -> dict[str, Any]:
     """Why the kidneys matter here (lupus nephritis / CKD codes, low eGFR); empty if nothing."""
     out: dict[str, Any] = {}
-    renal = tuple(
-        c
-        for c in facts.conditions_in(VS.SLE_RENAL) + facts.conditions_in(VS.CKD)
-        if c.is_active and c.verification_status not in {"refuted", "entered-in-error"}
-    )
+    renal = tuple(c for c in facts.conditions_in(VS.SLE_RENAL) + facts.conditions_in(VS.CKD) if c.is_current)
     if renal:
         out["conditions"] = tuple(dict.fromkeys(renal))
     egfr = latest_final(facts, "egfr", settings.renal_lab_days)
@@ -508,25 +506,60 @@ def neuroactive_rule(facts: PatientFacts, settings: Settings, steroid: Finding |
 
 # ---------------------------------------------------------------------------------------- red flags
 
-RED_FLAG_KINDS = (VS.DYSPHAGIA, VS.DYSPNEA, VS.MUSCLE_WEAKNESS, VS.LOSS_OF_SENSATION)
+RED_FLAG_KINDS = (VS.DYSPHAGIA, VS.DYSARTHRIA, VS.DYSPNEA, VS.MUSCLE_WEAKNESS, VS.LOSS_OF_SENSATION)
+#: bulbar signs: oropharyngeal / unspecified dysphagia and dysarthria count alike
+BULBAR_KINDS = frozenset({VS.DYSPHAGIA, VS.DYSARTHRIA})
+
+
+def cardiopulmonary_causes(facts: PatientFacts) -> tuple[tuple[str, ConditionFact], ...]:
+    """Current diagnoses that explain shortness of breath, with their group ('interstitial lung disease',
+    'heart failure', ...: the code-group of the value set include that holds the code)."""
+    out = []
+    for condition in facts.conditions_in(VS.CARDIOPULMONARY):
+        if condition.is_current:
+            coded = condition.coded_for(VS.CARDIOPULMONARY)
+            group = terminology.group_of(VS.CARDIOPULMONARY, coded.system, coded.code)
+            out.append((group or "heart or lung disease", condition))
+    return tuple(out)
+
+
+def weakness_onset(
+    symptoms: tuple[SymptomFact, ...], facts: PatientFacts, days: float
+) -> tuple[bool, datetime | None]:
+    """(new, earliest onset): weakness is new only when an onset, not a recorded date, lies in the window."""
+    onsets = [s.onset for s in symptoms if s.onset is not None]
+    new = any(within_days(onset, facts.now, days) for onset in onsets)
+    return new, (min(onsets) if onsets else None)
 
 
 def red_flag_rule(facts: PatientFacts, settings: Settings) -> Finding | None:
-    """5.4 Red flags with fasciculation: urgent evaluation."""
+    """5.4 / 10.4 Red flags with fasciculation.
+
+    Critical: oropharyngeal or unspecified dysphagia or dysarthria (bulbar signs), weakness, loss of
+    sensation, or shortness of breath with one of them or with nothing known to explain it. Shortness of breath
+    alone in a patient with a current cardiopulmonary diagnosis (interstitial lung disease, pulmonary
+    hypertension, pleuritis/pericarditis, pulmonary embolism or antiphospholipid syndrome, heart failure) is a
+    warning naming both differentials: respiratory muscle weakness (FVC/NIF) and the known cause.
+    """
     days = settings.red_flag_days
     flags = {kind: recent_symptoms(facts, kind, days, days) for kind in RED_FLAG_KINDS}
     flags = {k: v for k, v in flags.items() if v}
     if not flags:
         return None
-    bulbar = VS.DYSPHAGIA in flags or VS.DYSPNEA in flags
-    data = {
+    data: dict[str, Any] = {
         "flags": flags,
         "ck": latest_final(facts, "ck", settings.lab_window_days),
         "potassium": latest_final(facts, "potassium", settings.lab_window_days),
     }
+    if VS.MUSCLE_WEAKNESS in flags:
+        data["weakness_new"], data["weakness_onset"] = weakness_onset(flags[VS.MUSCLE_WEAKNESS], facts, days)
     if VS.DYSPNEA in flags:
+        causes = cardiopulmonary_causes(facts)
+        data["causes"] = causes
+        if causes and flags.keys() == {VS.DYSPNEA}:
+            return Finding("red-flag", RED_FLAG_URGENT, WARNING, "respiratory-explained", data)
         variant = "respiratory"
-    elif bulbar:
+    elif BULBAR_KINDS & flags.keys():
         variant = "bulbar"
     else:
         variant = "weakness-sensory"
@@ -552,11 +585,7 @@ def ncs_emg_rule(facts: PatientFacts, settings: Settings) -> Finding | None:
     sensory = symptom_window(facts, settings, VS.SENSORY_SYMPTOMS) + symptom_window(
         facts, settings, VS.LOSS_OF_SENSATION
     )
-    neuropathy = tuple(
-        c
-        for c in facts.conditions_in(VS.PERIPHERAL_NEUROPATHY)
-        if c.is_active and c.verification_status not in {"refuted", "entered-in-error"}
-    )
+    neuropathy = tuple(c for c in facts.conditions_in(VS.PERIPHERAL_NEUROPATHY) if c.is_current)
     weakness = symptom_window(facts, settings, VS.MUSCLE_WEAKNESS)
     ck = latest_final(facts, "ck", settings.lab_window_days)
     ck_normal = ck is not None and ck.canonical is not None and ck.canonical <= ck_uln(ck, facts, settings)[0]

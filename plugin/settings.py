@@ -63,9 +63,8 @@ SETTINGS: dict[str, SettingSpec] = {
                 "LUPUS_CDS_COUNT_SLE_IN_REMISSION",
                 bool,
                 True,
-                "Count an SLE Condition whose clinicalStatus is remission (SLE is chronic; remission does "
-                "not "
-                "remove myositis or neuropathy risk).",
+                "Count an SLE Condition whose clinicalStatus is remission, or that is coded as SLE in remission "
+                "(698694005) (SLE is chronic; remission does not remove myositis or neuropathy risk).",
             ),
         ),
         # --- look-back windows, in days
@@ -76,7 +75,7 @@ SETTINGS: dict[str, SettingSpec] = {
                 int,
                 90,
                 "A fasciculation (or other symptom) Condition counts when onset or recorded date is this "
-                "recent.",
+                "recent; an active one with no date at all counts too (shown as date unknown).",
             ),
         ),
         (
@@ -106,7 +105,8 @@ SETTINGS: dict[str, SettingSpec] = {
                 "LUPUS_CDS_RED_FLAG_DAYS",
                 int,
                 14,
-                "Weakness, loss of sensation, dysphagia or dyspnea recorded this recently is a red flag.",
+                "Weakness, loss of sensation, oropharyngeal dysphagia, dysarthria or dyspnea recorded this "
+                "recently is a red flag; weakness is called new only when its onset is this recent.",
             ),
         ),
         (
