@@ -11,7 +11,7 @@ arithmetic), caveats, and any gaps in the data the service received.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -586,6 +586,8 @@ def and_join(words: Sequence[str]) -> str:
 def cause_groups(data: Mapping[str, Any]) -> list[str]:
     """The groups of the known cardiopulmonary causes, in value-set order, once each."""
     return list(dict.fromkeys(group for group, _ in data.get("causes", ())))
+
+
 ANALYTE_WORDS = {
     "calcium": "calcium",
     "phosphate": "phosphate",
