@@ -30,8 +30,8 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "LUPUS_CDS_ALLOW_UNSIGNED": (
         False, "`1` accepts calls without a client JWT. Sandbox only: logs a warning at start."),
     "LUPUS_CDS_CLIENTS": (
-        None, "Path of the trusted-clients JSON file (`iss`, `jwks` or `jwks_url`, optional `tenant`, "
-        "`fhir_servers`)."),
+        None, "Path of the trusted-clients JSON file (`iss`, `jwks` or `jwks_url`/`jwks_urls`, optional `sub`, "
+        "`tenant`, `fhir_servers`; deploy/REGISTRATION.md)."),
     "LUPUS_CDS_JWT_MAX_LIFETIME": (3600, "Longest accepted client-JWT lifetime, `exp - iat`, in seconds."),
     "LUPUS_CDS_JWT_LEEWAY": (60, "Clock skew tolerated on `exp`/`iat`, in seconds."),
     "LUPUS_CDS_DATABASE_URL": (

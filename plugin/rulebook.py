@@ -382,9 +382,29 @@ def format_rulebook(config: Mapping[str, Any] | None = None) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def card_urls(config: Mapping[str, Any] | None = None) -> list[str]:
+    """Every URL a card can carry, sorted: each link (``cards.LINKS``), each source URL
+    (``cards.SOURCES``) and the configured escalation link. An EHR that removes card links it has not
+    allow-listed (Oracle Health's "allowed links") gets exactly this list; it is derived from the card
+    module's data, so a new link appears here without a change to this function."""
+    from . import cards
+
+    urls = {link.url for link in cards.LINKS.values()}
+    urls.update(url for _label, url, _link_names in cards.SOURCES.values())
+    escalation = settings_for(config).escalation_url
+    if escalation:
+        urls.add(escalation)
+    return sorted(urls)
+
+
 @click.command("rules")
-def rules_command() -> None:
+@click.option("--links", is_flag=True,
+              help="Print only the URLs cards can carry, one per line (an EHR's allow-list of card links).")
+def rules_command(links: bool) -> None:
     """Print the clinical rule book: each rule's When/Then, thresholds, value sets and evidence."""
     from cds_hooks.config import load
 
+    if links:
+        click.echo("\n".join(card_urls(load())))
+        return
     click.echo(format_rulebook(load()), nl=False)

@@ -145,6 +145,7 @@ def remote_auth(clock, http, **kwargs):
 
 # --- the happy path ------------------------------------------------------------------------------
 
+@pytest.mark.requirement("cds-hooks_2.0@176", "cds-hooks_2.0@199", "cds-hooks_2.0@205")
 def test_sec_4_valid_es384_token_is_accepted(auth, ec_key):
     payload = claims()
     result = auth.verify(f"Bearer {sign(ec_key, payload)}", [AUD])
@@ -153,11 +154,13 @@ def test_sec_4_valid_es384_token_is_accepted(auth, ec_key):
 
 
 @pytest.mark.parametrize("alg", ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"])
+@pytest.mark.requirement("cds-hooks_2.0@200", "cds-hooks_2.0@205")
 def test_sec_11_rsa_algorithms_are_accepted(auth, rsa_key, alg):
     assert auth.verify(f"Bearer {sign(rsa_key, alg=alg, kid='rsa-1')}", [AUD]).iss == ISS
 
 
 @pytest.mark.parametrize(("alg", "curve"), [("ES256", "P-256"), ("ES512", "P-521")])
+@pytest.mark.requirement("cds-hooks_2.0@200")
 def test_sec_11_other_ec_curves_are_accepted(clock, alg, curve):
     key = ECKey.generate_key(curve)
     client = TrustedClient(iss=ISS, jwks=load_static(public_jwks((key, "k"))))
@@ -199,6 +202,7 @@ def test_header_that_is_not_an_object_is_rejected(auth):
 # --- SEC-6 and SEC-10: header checks, before any key lookup -------------------------------------
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE"])
+@pytest.mark.requirement("cds-hooks_2.0@201")
 def test_sec_10_alg_none_is_rejected(auth, alg):
     token = f"{b64json({'alg': alg, 'typ': 'JWT', 'kid': 'key-1'})}.{b64json(claims())}."
     assert reason_of(auth, f"Bearer {token}") == "alg"
@@ -206,6 +210,7 @@ def test_sec_10_alg_none_is_rejected(auth, alg):
 
 @pytest.mark.parametrize(("alg", "digest"), [("HS256", hashlib.sha256), ("HS384", hashlib.sha384),
                                              ("HS512", hashlib.sha512)])
+@pytest.mark.requirement("cds-hooks_2.0@203")
 def test_sec_10_hmac_with_public_key_as_secret_is_rejected(auth, ec_key, rsa_key, alg, digest):
     """The classic confusion attack: HMAC keyed with the client's *public* key, which anyone has."""
     for key, kid in ((ec_key, "key-1"), (rsa_key, "rsa-1")):
@@ -216,6 +221,7 @@ def test_sec_10_hmac_with_public_key_as_secret_is_rejected(auth, ec_key, rsa_key
 
 
 @pytest.mark.parametrize("alg", ["EdDSA", "RSA1_5", "ES256K", "", None, 5])
+@pytest.mark.requirement("cds-hooks_2.0@200", "cds-hooks_2.0@207")
 def test_sec_10_algorithms_outside_the_allowlist_are_rejected(auth, alg):
     head = {"typ": "JWT", "kid": "key-1"} | ({} if alg is None else {"alg": alg})
     assert reason_of(auth, f"Bearer {b64json(head)}.{b64json(claims())}.c2ln") == "alg"
@@ -238,6 +244,7 @@ def test_sec_9_unknown_kid(auth):
 
 # --- SEC-5/SEC-9: signature ----------------------------------------------------------------------
 
+@pytest.mark.requirement("cds-hooks_2.0@176")
 def test_sec_5_tampered_payload_fails_the_signature(auth, ec_key):
     head, _, sig = sign(ec_key).split(".")
     forged = f"{head}.{b64json(claims(tenant='someone-else'))}.{sig}"
@@ -256,6 +263,7 @@ def test_sec_5_algorithm_not_matching_the_key_type_fails(auth, rsa_key):
     assert reason_of(auth, f"Bearer {token}") in {"signature", "alg"}
 
 
+@pytest.mark.requirement("cds-hooks_2.0@207")
 def test_sec_11_key_bound_to_another_algorithm_is_refused(clock, ec_key):
     jwks = public_jwks((ec_key, "key-1"))
     jwks["keys"][0]["alg"] = "ES512"
@@ -267,6 +275,7 @@ def test_sec_11_key_bound_to_another_algorithm_is_refused(clock, ec_key):
 # --- SEC-7/SEC-12: iss ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("iss", ["https://intruder.example", ISS + "/", None, 42])
+@pytest.mark.requirement("cds-hooks_2.0@195")
 def test_sec_12_untrusted_or_missing_iss(auth, ec_key, iss):
     assert reason_of(auth, f"Bearer {sign(ec_key, claims(iss=iss))}") == "iss"
 
@@ -476,6 +485,7 @@ def test_sec_7_tenant_claim_is_passed_through_when_not_configured(auth, ec_key):
 
 # --- SEC-9/SEC-12: jku and jwks_url --------------------------------------------------------------
 
+@pytest.mark.requirement("cds-hooks_2.0@195")
 def test_sec_12_foreign_jku_is_rejected_without_fetching(clock, ec_key):
     http = FakeHTTP(public_jwks((ec_key, "key-1")))
     auth = remote_auth(clock, http)
@@ -659,6 +669,7 @@ def write(tmp_path, document) -> Path:
     return path
 
 
+@pytest.mark.requirement("cds-hooks_2.0@199")
 def test_clients_file_is_loaded(tmp_path, ec_key, clock):
     path = write(tmp_path, {"clients": [
         {"iss": ISS, "jwks": public_jwks((ec_key, "key-1")), "tenant": "org-1",

@@ -335,6 +335,7 @@ def test_a_compressed_answer_is_read(fault_app, fault_server):
     assert result["keys"]["data"]["resources"] == ["Observation/obs-1", "Observation/obs-2"]
 
 
+@pytest.mark.requirement("cds-hooks_2.0@61")
 def test_next_links_are_followed(fault_app, fault_server):
     result = probe_result(call(fault_app("paged"), fault_server)[0])
     assert result["keys"]["data"] == {"status": "satisfied", "complete": True,
@@ -424,6 +425,7 @@ def test_unusable_tokens_are_not_sent(sandbox_fetcher, fault_server, authorizati
 
 
 @pytest.mark.parametrize("token_type", ["Bearer", "bearer", "BEARER"])
+@pytest.mark.requirement("cds-hooks_2.0@61")
 def test_token_type_in_any_case(sandbox_fetcher, fault_server, token_type):
     authorization = {"access_token": TOKEN, "token_type": token_type}
     result = sandbox_fetcher.fetch(FetchRequest(fault_server.base_url, authorization, PATIENT,

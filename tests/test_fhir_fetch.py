@@ -42,6 +42,7 @@ def with_token(fhir_server, patient_id, token=None, prefetch=None, **authorizati
                         fhirAuthorization=fhir_server.fhir_authorization(token, **authorization))
 
 
+@pytest.mark.requirement("cds-hooks_2.0@34", "cds-hooks_2.0@60")
 def test_fetched_data_equals_full_prefetch(sandbox_app, fhir_server, testbed_patients):
     ada = testbed_patients["ada"]
     app = sandbox_app()
@@ -196,6 +197,7 @@ def test_a_signed_client_may_use_its_listed_fhir_server_only(make_app, fhir_serv
     assert call(app, with_token(fhir_server, ada)).status_code == 412
 
 
+@pytest.mark.requirement("cds-hooks_2.0@54")
 def test_no_fhir_server_and_missing_prefetch_gives_412(sandbox_app, testbed_patients):
     response = call(sandbox_app(), hook_request(testbed_patients["ada"]))
     assert response.status_code == 412

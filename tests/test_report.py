@@ -91,6 +91,7 @@ def test_html_escapes_topic_codes():
     assert "<b>x</b>" not in page.split("<figure>")[0] and "&lt;b&gt;x&lt;/b&gt;" in page
 
 
+@pytest.mark.requirement("cds-hooks_2.0@82")
 def test_hook_calls_record_issued_cards_and_feedback_joins_them(make_app):
     app = make_app()
     client = app.test_client()

@@ -137,6 +137,7 @@ def test_every_topic_has_source_override_reasons_and_display():
         assert topic in card_text.SOURCES and topic in card_text.TOPIC_OVERRIDES and topic in card_text.TOPICS
 
 
+@pytest.mark.requirement("cds-hooks_2.0@83")
 def test_short_fallback_summaries_fit_with_wide_values():
     wide = {
         "days": 365,
@@ -165,6 +166,7 @@ def test_short_fallback_summaries_fit_with_wide_values():
         assert len(short.format(**wide)) < 140, variant
 
 
+@pytest.mark.requirement("cds-hooks_2.0@83")
 def test_summary_falls_back_when_too_long(monkeypatch):
     monkeypatch.setitem(card_text.TEMPLATES, "ck-order", ("x" * 150 + "{days}", "Order CK ({days} days)"))
     from plugin.settings import Settings
@@ -189,6 +191,7 @@ def test_number_format(value, text):
     assert card_text.num(value) == text
 
 
+@pytest.mark.requirement("cds-hooks_2.0@80")
 def test_uuid_is_stable_per_patient_rule_and_day():
     first = {c["source"]["topic"]["code"]: c["uuid"] for c in b.run(b.baseline())}
     again = {c["source"]["topic"]["code"]: c["uuid"] for c in b.run(b.baseline())}
@@ -222,6 +225,7 @@ def test_detail_lists_prefetch_gaps():
     assert "ck: not prefetched" in b.card(cards, "ck-testing")["detail"]
 
 
+@pytest.mark.requirement("cds-hooks_2.0@130")
 def test_draft_orders_validate_as_fhir_r4():
     from fhir.resources.R4B.servicerequest import ServiceRequest
 
