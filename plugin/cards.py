@@ -322,7 +322,7 @@ def condition_line(condition: ConditionFact) -> str:
 def med_line(med: MedicationFact) -> str:
     since = f", since {day(med.started)}" if med.started else ""
     origin = (
-        "draft order being signed"
+        "draft order in this ordering session"
         if med.from_draft_orders
         else f"{med.resource_type} {med.status or ''}".strip()
     )
