@@ -432,3 +432,36 @@ def test_a_dispense_request_of_the_wrong_type_never_raises():
     resource = med(PREDNISONE, daily(40))
     resource["dispenseRequest"] = [{"validityPeriod": {"end": "2020-01-01"}}]
     assert STEROID not in topics(run(baseline(resource)))  # invalid FHIR: skipped with a note
+
+
+# ====================================================================== the fixture patients (goldens)
+
+
+@pytest.mark.parametrize(
+    "name, hook, start",
+    [
+        ("sle-prednisone-taper-steps", "patient-view", "Prednisone 30 mg/day is above the SLE maintenance target"),
+        ("sle-prednisone-order-and-list", "patient-view", "Prednisone 20 mg/day is above the SLE maintenance target"),
+        ("sle-prednisone-taper-order-sign", "order-sign", "Prednisone current 40 mg/day -> proposed 10 mg/day is "),
+        ("sle-prednisone-taper-order-sign", "patient-view", "Prednisone 40 mg/day (high dose)"),
+        ("sle-pulse-administrations-only", "patient-view",
+         "Methylprednisolone 1,000 mg/day pulse (prednisone-eq 1,250 mg/day), 2026-11-13 to 2026-11-15:"),
+        ("sle-sandbox-pill-dose", "order-select", "Proposed prednisone 60 mg/day (high dose)"),
+        ("sle-dexamethasone-statement", "patient-view", "Dexamethasone 6 mg/day = prednisone 40 mg/day (high dose)"),
+    ],
+)
+def test_10_1_fixture_patients_give_the_corrected_steroid_card(name, hook, start):
+    from plugin import fixtures
+
+    summaries = [c["summary"] for c in fixtures.load_expected(name, hook) if c["topic"] == STEROID]
+    assert len(summaries) == 1 and summaries[0].startswith(start), summaries
+
+
+def test_10_1_the_old_pulse_fixture_patient_has_no_card():
+    from plugin import fixtures
+
+    assert all(fixtures.load_expected("sle-old-pulse-order-left-active", hook) == [] for hook in fixtures.HOOKS)
+    statuses = {r["resourceType"]: r["status"] for r in fixtures.bundle_resources(
+        fixtures.load_bundle("sle-old-pulse-order-left-active")) if r["resourceType"] == "MedicationRequest"
+        and "methylPREDNISolone" in r["medicationCodeableConcept"]["text"]}
+    assert statuses == {"MedicationRequest": "active"}
