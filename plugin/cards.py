@@ -381,7 +381,7 @@ def condition_line(condition: ConditionFact) -> str:
 def med_line(med: MedicationFact) -> str:
     since = f", since {day(med.started)}" if med.started else ""
     origin = (
-        "draft order being signed"
+        "draft order in this ordering session"
         if med.from_draft_orders
         else f"{med.resource_type} {med.status or ''}".strip()
     )
@@ -491,38 +491,26 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     ),
     "pulse": (
         (
-            "{drug} {mg_admin} mg pulse ({pred_admin} mg prednisone-eq) in the last {pulse_days} days: "
-            "monitor weakness, K+, glucose"
+            "{drug} {pulse_mg} mg/day pulse (prednisone-eq {pulse_pred} mg/day), {pulse_dates}: monitor weakness, "
+            "K+, glucose"
         ),
-        "Corticosteroid pulse in the last {pulse_days} days: monitor weakness, K+ and glucose",
+        "{drug} pulse (prednisone-eq {pulse_pred} mg/day), {pulse_dates}: monitor weakness, K+ and glucose",
     ),
     "very-high": (
-        (
-            "Prednisone-equivalent {total} mg/day (very high dose): can cause tremor and myopathy. Review "
-            "steroid dose"
-        ),
-        "Very high steroid dose: can cause tremor and myopathy. Review dose",
+        "{dose_text} (very high dose): can cause tremor and myopathy. Review steroid dose",
+        "{dose_short} (very high dose): can cause tremor and myopathy. Review dose",
     ),
     "high": (
-        (
-            "Prednisone-equivalent {total} mg/day (high dose): can cause tremor and myopathy. Review steroid "
-            "dose"
-        ),
-        "High steroid dose: can cause tremor and myopathy. Review dose",
+        "{dose_text} (high dose): can cause tremor and myopathy. Review steroid dose",
+        "{dose_short} (high dose): can cause tremor and myopathy. Review dose",
     ),
     "medium": (
-        (
-            "Prednisone-equivalent {total} mg/day is above the SLE maintenance target of {target} mg/day. "
-            "Consider taper if feasible"
-        ),
-        "Steroid dose above the SLE target of {target} mg/day. Consider taper",
+        "{dose_text} is above the SLE maintenance target of {target} mg/day. {taper_advice}",
+        "{dose_short} is above the SLE target of {target} mg/day. {taper_advice}",
     ),
     "above-target": (
-        (
-            "Prednisone-equivalent {total} mg/day is above the SLE maintenance target of {target} mg/day. "
-            "Consider taper if feasible"
-        ),
-        "Steroid dose above the SLE target. Consider taper",
+        "{dose_text} is above the SLE maintenance target of {target} mg/day. {taper_advice}",
+        "{dose_short} is above the SLE target of {target} mg/day. {taper_advice}",
     ),
     "not-computable": (
         "On systemic corticosteroid ({drugs}), dose not computable: review dose as possible cause",
@@ -630,16 +618,7 @@ def summary_values(finding: Finding, settings: Settings) -> dict[str, Any]:
     values["review_ppi"] = ", review PPI" if ppis else " and recheck"
     values["others"] = ", ".join(ANALYTE_WORDS.get(r.analyte, r.analyte) for r in data.get("other_low", ()))
     if finding.topic == STEROID_REVIEW:
-        values["total"] = num(data.get("total"))
-        names = [drug_name(d.medication) for d in data.get("not_computable", ())]
-        values["drugs"] = ", ".join(dict.fromkeys(names)) or "unknown"
-        pulse = data.get("pulse")
-        if pulse is not None:
-            values.update(
-                drug=drug_name(pulse.medication).capitalize(),
-                mg_admin=num(pulse.dose.mg_per_administration),
-                pred_admin=num(pulse.dose.pred_eq_per_administration),
-            )
+        values.update(steroid_values(finding))
     if finding.topic == NEUROACTIVE_REVIEW:
         values["drugs"] = ", ".join(dict.fromkeys(drug_name(d) for d in drugs))
     flags = data.get("flags")
@@ -940,35 +919,156 @@ def finding_lines(finding: Finding, facts: PatientFacts, settings: Settings) -> 
     return lines
 
 
-def steroid_lines(finding: Finding, settings: Settings) -> list[str]:
-    data, lines = finding.data, []
-    for item in data.get("current", ()):
-        dose = item.dose
-        if dose.computable and dose.arithmetic:
-            lines.append(f"{med_line(item.medication)}: {dose.arithmetic}")
-        elif dose.computable:
-            lines.append(
-                f"{med_line(item.medication)}: {num(dose.pred_eq_per_day)} mg prednisone-equivalent/day"
-            )
-        else:
-            lines.append(
-                f"{med_line(item.medication)}: dose not computable ({dose.reason or 'no structured dose'})"
-            )
+def _capitalized(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _mg_day(dose: Any) -> str:
+    return f"{num(dose.mg_per_day)} mg/day" if dose is not None and dose.computable else "dose unknown"
+
+
+def course_dose_text(course: Any) -> str:
+    """One ingredient's dose as a summary names it: "dexamethasone 12 mg/day", "prednisone current 40
+    mg/day -> proposed 10 mg/day", "proposed prednisone 60 mg/day"."""
+    if course.is_change:
+        return f"{course.name} current {_mg_day(course.current)} -> proposed {_mg_day(course.proposed)}"
+    if course.draft is not None:
+        return f"proposed {course.name} {_mg_day(course.dose)}"
+    return f"{course.name} {_mg_day(course.dose)}"
+
+
+def steroid_values(finding: Finding) -> dict[str, str]:
+    """The steroid summary's placeholders: the drug and its dose, then the prednisone equivalent
+    ("Dexamethasone 12 mg/day = prednisone 80 mg/day"), a proposed change, a pulse with its dates."""
+    data = finding.data
+    values: dict[str, str] = {"total": num(data.get("total"))}
+    names = [drug_name(d.medication) for d in data.get("not_computable", ())]
+    values["drugs"] = ", ".join(dict.fromkeys(names)) or "unknown"
+    counted = tuple(data.get("counted", ()))
+    total = num(data.get("total"))
+    if len(counted) == 1:
+        course = counted[0]
+        text = course_dose_text(course)
+        factor = medications.prednisone_factor(course.medication.info) if course.medication else None
+        if factor != 1.0:
+            text += f" = prednisone {total} mg/day"
+        values["dose_text"] = _capitalized(text)
+    elif counted:
+        parts = " + ".join(f"{c.name} {_mg_day(c.dose)}" + (" proposed" if c.draft is not None else "")
+                           for c in counted)
+        values["dose_text"] = _capitalized(f"{parts} = prednisone {total} mg/day")
+    else:
+        values["dose_text"] = f"Prednisone-equivalent {total} mg/day"
+    values["dose_short"] = f"Prednisone-equivalent {total} mg/day"
+    tapering = any(
+        c.is_change and c.current.computable and c.proposed.computable
+        and c.proposed.mg_per_day < c.current.mg_per_day
+        for c in counted
+    )
+    values["taper_advice"] = "Continue the taper if feasible" if tapering else "Consider taper if feasible"
     pulse = data.get("pulse")
     if pulse is not None:
-        lines.append(
-            f"Pulse: {med_line(pulse.medication)}: {pulse.dose.arithmetic or ''} "
-            f"(>= {num(settings.steroid_pulse_mg)} mg prednisone-equivalent per administration; "
-            "course "
-            f"ending {day(pulse.medication.course_end)})".replace(":  (", ": (")
+        values.update(
+            drug=_capitalized(pulse.name),
+            pulse_mg=num(pulse.mg_per_day),
+            pulse_pred=num(pulse.pred_eq_per_day),
+            pulse_dates=pulse_dates(pulse),
         )
+    return values
+
+
+def pulse_dates(pulse: Any) -> str:
+    """When a pulse was given: "2026-11-12 to 2026-11-14", "on 2026-11-12", "since 2026-11-24",
+    "being ordered"."""
+    if pulse.proposed:
+        return "being ordered"
+    first, last = pulse.first, pulse.last
+    if first is not None and last is not None:
+        return f"on {day(first)}" if day(first) == day(last) else f"{day(first)} to {day(last)}"
+    if first is not None:
+        return f"since {day(first)}"
+    return f"until {day(last)}" if last is not None else "dates unknown"
+
+
+def dose_arithmetic(dose: Any) -> str:
+    if dose is None:
+        return "no dose"
+    if dose.computable and dose.arithmetic:
+        return dose.arithmetic
+    if dose.computable:
+        return f"{num(dose.pred_eq_per_day)} mg prednisone-equivalent/day"
+    return f"dose not computable ({dose.reason or 'no structured dose'})"
+
+
+def course_lines(course: Any) -> list[str]:
+    """Where one ingredient's dose comes from: the one record read, a taper step, a proposed change, the
+    records of the same therapy that were not added, and courses that ended despite their status."""
+    lines = []
+    if course.current is not None:
+        if course.chosen is not None:
+            source = med_line(course.chosen.medication)
+        else:
+            given = course.administrations
+            source = (f"{len(given)} MedicationAdministration{'s' if len(given) != 1 else ''} on "
+                      f"{day(given[-1].effective_end or given[-1].effective_start)} ("
+                      + ", ".join(f"{g.resource_type}/{g.resource_id}" for g in given) + ")")
+        step = next((f", {step_words(line)}" for line in course.lines if line.end is not None), "")
+        lines.append(f"Current: {source}{step}: {dose_arithmetic(course.current)}")
+    if course.draft is not None:
+        judged = "; the dose bands are judged on the proposed dose" if course.is_change else ""
+        lines.append(f"Proposed: {med_line(course.draft)}: {dose_arithmetic(course.proposed)}{judged}")
+    lines.extend(f"Also recorded for {course.name}, not added (one therapy, one dose): "
+                 f"{med_line(record.medication)}" for record in course.also)
+    return lines
+
+
+def step_words(line: Any) -> str:
+    """A bounded dosage line in force: "taper step 2 of 4 (2026-11-18 to 2026-11-24)", "course ..."."""
+    dates = f"({day(line.start)} to {day(line.last_dose or line.end)})"
+    if line.step is not None and line.steps > 1:
+        return f"taper step {line.step} of {line.steps} {dates}"
+    return f"course {dates}"
+
+
+def pulse_line(pulse: Any, settings: Settings) -> str:
+    state = "Proposed pulse" if pulse.proposed else "Pulse" if pulse.ongoing else "Recent pulse"
+    source = med_line(pulse.medication) if pulse.medication is not None else "record unknown"
+    if pulse.administrations:
+        source = f"{pulse.administrations} MedicationAdministration{'s' if pulse.administrations != 1 else ''}"
+    return (
+        f"{state}: {pulse.name} {num(pulse.mg_per_day)} mg/day = prednisone {num(pulse.pred_eq_per_day)} mg/day, "
+        f"{pulse_dates(pulse)} ({source}); a day with >= {num(settings.steroid_pulse_mg)} mg "
+        f"prednisone-equivalent is a pulse, reported for {settings.pulse_lookback_days} days after the last dose"
+    )
+
+
+def steroid_lines(finding: Finding, settings: Settings) -> list[str]:
+    data, lines = finding.data, []
+    line = data.get("timeline")
+    for course in data.get("current", ()):
+        lines.extend(course_lines(course))
+    pulses = line.pulses if line is not None else ((data["pulse"],) if data.get("pulse") else ())
+    lines.extend(pulse_line(pulse, settings) for pulse in pulses)
     if len(data.get("counted", ())) > 1:
-        lines.append(f"Total: {num(data['total'])} mg prednisone-equivalent/day")
+        lines.append(
+            f"Total: {num(data['total'])} mg prednisone-equivalent/day (one dose per ingredient, added up)"
+        )
+    if line is not None:
+        for course in line.courses:
+            if course.dose is None:
+                lines.extend(f"Also recorded for {course.name}, not current: {med_line(record.medication)}"
+                             for record in course.also)
+            lines.extend(
+                f"Ended {day(end)} (every dosage bound has passed, although its status is "
+                f"{record.medication.status}): {med_line(record.medication)}"
+                for record, end in course.ended
+            )
+        lines.extend(f"Dosage not read: {note}" for note in line.notes)
     lines.append(
         f"Bands (Buttgereit 2002): low <= {num(settings.steroid_low_max_mg)}, medium <= "
         f"{num(settings.steroid_high_above_mg)}, high <= "
         f"{num(settings.steroid_very_high_above_mg)}, very "
-        f"high above; pulse >= {num(settings.steroid_pulse_mg)} mg/administration. SLE target "
+        f"high above; pulse >= {num(settings.steroid_pulse_mg)} mg in a day. SLE target "
         "(EULAR 2023) "
         f"<= {num(settings.steroid_target_mg)} mg/day."
     )

@@ -26,6 +26,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from fhir.resources.R4B.condition import Condition
+from fhir.resources.R4B.medicationadministration import MedicationAdministration
 from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.medicationstatement import MedicationStatement
 from fhir.resources.R4B.observation import Observation
@@ -222,6 +223,7 @@ MEDICATION_ELEMENTS = (
     "effectiveDateTime",
     "effectivePeriod",
     "dispenseRequest",
+    "dateAsserted",
 )
 PATIENT_ELEMENTS = ("resourceType", "id", "gender")
 
@@ -360,6 +362,10 @@ class OrderFact:
 
 @dataclass(frozen=True, eq=False)  # identity equality: holds raw dosage dicts, which do not hash
 class MedicationFact:
+    """One MedicationRequest, MedicationStatement, MedicationAdministration or draft order, as the rules
+    read it. The steroid timeline (:mod:`plugin.timeline`) places its dosage lines on the calendar from
+    the dates kept here."""
+
     info: Any  # plugin.medications.MedicationInfo
     classes: frozenset[str]
     resource_type: str
@@ -369,7 +375,19 @@ class MedicationFact:
     from_draft_orders: bool
     started: datetime | None
     course_end: datetime | None
+    #: dosageInstruction (request), dosage (statement), or the one dosage of an administration
     dosages: tuple[JSON, ...]
+    intent: str | None = None
+    #: MedicationRequest.authoredOn: where consecutive dosage steps (boundsDuration, count) start
+    authored_on: datetime | None = None
+    #: effectivePeriod start/end or effectiveDateTime (statements, administrations); the end read as the
+    #: end of its day when only a date is given
+    effective_start: datetime | None = None
+    effective_end: datetime | None = None
+    #: MedicationStatement.dateAsserted: which statement is the most recent
+    asserted: datetime | None = None
+    #: MedicationRequest.dispenseRequest.validityPeriod.end
+    validity_end: datetime | None = None
 
     @property
     def name(self) -> str:
@@ -481,8 +499,15 @@ class _Sources:
         if type(rid) is str and rid:
             key = (rtype, rid)
             if key in self.seen:
+                if from_draft_orders and rtype == "MedicationRequest" and ("draft", rid) not in self.seen:
+                    # an order being changed comes back in draftOrders with the stored order's id: both are
+                    # kept, the stored one as what is current and the draft as the proposed change
+                    self.seen.add(("draft", rid))
+                    self.by_type.setdefault(rtype, []).append((resource, True))  # type: ignore[arg-type]
                 return
             self.seen.add(key)
+            if from_draft_orders:
+                self.seen.add(("draft", rid))
         if rtype == "Medication":
             if isinstance(rid, str):
                 self.medications_by_ref[f"Medication/{rid}"] = resource  # type: ignore[assignment]
@@ -958,7 +983,13 @@ def build_orders(sources: _Sources, notes: list[str]) -> list[OrderFact]:
 
 # -------------------------------------------------------------------------------------- medications
 
-_MED_MODELS = {"MedicationRequest": MedicationRequest, "MedicationStatement": MedicationStatement}
+_MED_MODELS = {
+    "MedicationRequest": MedicationRequest,
+    "MedicationStatement": MedicationStatement,
+    "MedicationAdministration": MedicationAdministration,
+}
+#: statuses after which a record says nothing about what the patient takes or took
+_UNREAD_MED_STATUSES = frozenset({"entered-in-error", "cancelled", "not-taken"})
 
 
 def _resolver(sources: _Sources, container: Mapping[str, Any]) -> Callable[[str], JSON | None]:
@@ -1011,15 +1042,18 @@ def medication_dates(raw: Mapping[str, Any]) -> tuple[datetime | None, datetime 
         if isinstance(duration, Mapping) and start is not None:
             days = _duration_days(duration)
             if days is not None:
-                ends.append(start + timedelta(days=days))
+                try:
+                    ends.append(start + timedelta(days=days))
+                except OverflowError:  # a bound past year 9999 is no end date (the timeline notes it)
+                    pass
     known_starts = [s for s in starts if s is not None]
     known_ends = [e for e in ends if e is not None]
     return (min(known_starts) if known_starts else None), (max(known_ends) if known_ends else None)
 
 
 def _duration_days(duration: Mapping[str, Any]) -> float | None:
-    value = duration.get("value")
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+    value = medications.number(duration.get("value"))
+    if value is None or not 0 < value < 1e9:
         return None
     unit = (_clean(duration.get("code")) or _clean(duration.get("unit")) or "d").lower()
     per_day = {
@@ -1072,36 +1106,55 @@ def build_medications(sources: _Sources, now: datetime, notes: list[str]) -> Med
     candidates = []
     for rtype, model_cls in _MED_MODELS.items():
         for raw, from_draft in sources.of(rtype):
-            if raw.get("status") in {"entered-in-error", "cancelled", "not-taken"}:
+            status = raw.get("status") if isinstance(raw.get("status"), str) else None
+            if status in _UNREAD_MED_STATUSES:
                 continue
+            if rtype == "MedicationAdministration" and status not in medications.ADMINISTERED_STATUSES:
+                continue  # not-done, on-hold, stopped before it was given, unknown: no dose to read
             info = medications.identify_medication(raw, _resolver(sources, raw))
             if info is None:
                 continue
             classes = frozenset(c for c in MEDICATION_CLASSES if medications.has_ingredient_in(info, c))
             if not classes:
                 continue
-            started, course_end = medication_dates(raw)
-            dosages = tuple(
-                d
-                for d in as_list(
-                    raw.get("dosageInstruction") if rtype == "MedicationRequest" else raw.get("dosage")
-                )
-                if isinstance(d, Mapping)
-            )
-            fact = MedicationFact(
-                info=info,
-                classes=classes,
-                resource_type=rtype,
-                resource_id=str(raw.get("id", "")),
-                status=raw.get("status"),
-                current=medications.is_current(raw, now, include_draft=from_draft),
-                from_draft_orders=from_draft,
-                started=started,
-                course_end=course_end,
-                dosages=dosages,
-            )
-            candidates.append((fact, raw, model_cls))
+            candidates.append((medication_fact(raw, rtype, info, classes, from_draft, now), raw, model_cls))
     return Medications(candidates, notes)
+
+
+def medication_fact(
+    raw: Mapping[str, Any], rtype: str, info: Any, classes: frozenset[str], from_draft: bool, now: datetime
+) -> MedicationFact:
+    """The fact of one medication record (raw JSON, not yet validated)."""
+    started, course_end = medication_dates(raw)
+    dosages = tuple(
+        d
+        for d in as_list(raw.get("dosageInstruction") if rtype == "MedicationRequest" else raw.get("dosage"))
+        if isinstance(d, Mapping)
+    )
+    period = raw.get("effectivePeriod") if isinstance(raw.get("effectivePeriod"), Mapping) else {}
+    effective = parse_datetime(raw.get("effectiveDateTime"))
+    dispense = raw.get("dispenseRequest") if isinstance(raw.get("dispenseRequest"), Mapping) else {}
+    validity = dispense.get("validityPeriod") if isinstance(dispense.get("validityPeriod"), Mapping) else {}
+    intent = raw.get("intent")
+    return MedicationFact(
+        info=info,
+        classes=classes,
+        resource_type=rtype,
+        resource_id=str(raw.get("id", "")),
+        status=raw.get("status") if isinstance(raw.get("status"), str) else None,
+        current=medications.is_current(raw, now, include_draft=from_draft),
+        from_draft_orders=from_draft,
+        started=started,
+        course_end=course_end,
+        dosages=dosages,
+        intent=intent if isinstance(intent, str) else None,
+        authored_on=parse_datetime(raw.get("authoredOn")),
+        effective_start=period_start(period) or effective,
+        effective_end=medications.end_instant(period.get("end"))
+        or (medications.administration_time(raw) if rtype == "MedicationAdministration" else None),
+        asserted=parse_datetime(raw.get("dateAsserted")),
+        validity_end=medications.end_instant(validity.get("end")),
+    )
 
 
 # ------------------------------------------------------------------------------------------ patient

@@ -56,8 +56,8 @@ DESCRIPTIONS = {
     ),
 }
 USAGE = (
-    "Reads Conditions, lab and symptom Observations, medication lists, lab orders and NCS/EMG "
-    "procedures of the patient; applies look-back windows itself."
+    "Reads Conditions, lab and symptom Observations, medication orders, lists and administrations, lab "
+    "orders and NCS/EMG procedures of the patient; applies look-back windows itself."
 )
 
 
@@ -120,6 +120,10 @@ def prefetch_templates() -> dict[str, str]:
         "medicationRequests": f"MedicationRequest?{patient}&status=active,on-hold,completed&_count=200",
         "medicationStatements": f"MedicationStatement?{patient}&status=active,intended,on-hold,completed"
         "&_count=200",
+        # in hospital a pulse may exist only as administrations: the newest first (no relative dates in
+        # a template; the service keeps the pulse look-back itself)
+        "medicationAdministrations": f"MedicationAdministration?{patient}&status=completed,in-progress"
+        "&_sort=-effective-time&_count=100",
         "serviceRequests": f"ServiceRequest?{patient}&status=draft,active,on-hold,completed"
         f"&code={code_param(order_sets, [LOINC, CPT, SNOMED])}&_count=50",
         "procedures": f"Procedure?{patient}&code={code_param([VS.NCS_EMG], [CPT, SNOMED, LOINC])}"

@@ -240,16 +240,35 @@ RULEBOOK: tuple[RuleSpec, ...] = (
         id="steroid",
         title="Corticosteroid dose review",
         when=(
-            "A current systemic corticosteroid (oral/IV/IM; topical, inhaled, nasal, ophthalmic, otic "
-            "excluded), including one in draftOrders being signed; prednisone-equivalent computed from the "
-            "structured dose (strength x count, frequency / period, taper step in force).",
-            "OR a single administration >= the pulse dose whose course ended within the pulse look-back.",
+            "Systemic corticosteroid records (oral/IV/IM; topical, inhaled, nasal, ophthalmic, otic excluded): "
+            "MedicationRequest, MedicationStatement, MedicationAdministration and draft orders, grouped by "
+            "ingredient (RxNorm ingredient RxCUI).",
+            "Records of one ingredient are one therapy and are never added up. Its current daily dose comes from "
+            "ONE record: the active MedicationRequest whose dosage applies today (the most recently authored), "
+            "else the most recent current MedicationStatement, else the administrations of the last calendar day "
+            "with one when the latest was given in the last 24 hours (that day's doses added up).",
+            "Dosage on the calendar: lines with timing.repeat.boundsDuration or count are consecutive steps in "
+            "Dosage.sequence order from authoredOn (a statement: effectivePeriod.start), only today's step "
+            "counting; count doses bound a course; a line with boundsPeriod counts only inside it. A record "
+            "whose every line has ended has ended, whatever its status says. Dose = mg, or strength x count "
+            "for dose-form units ({pill}, {tbl}, {tablet}, {tab}, {capsule}, {cap}, 1, tablet(s), capsule(s)), "
+            "x frequency / period.",
+            "Different ingredients are added up as prednisone equivalents. A draft order (order-select, "
+            "order-sign) for an ingredient is a proposed change, current -> proposed: the bands are judged on "
+            "the proposed dose, so a taper down is not a high dose.",
+            "OR a pulse: a day with at least the pulse dose (prednisone-equivalent, one administration or one "
+            "calendar day's administrations), in force today or ended within the pulse look-back.",
         ),
         then=(
-            "Pulse, very high (> very-high limit) or high (> high limit): warning.",
+            "Pulse: warning naming the drug, its daily dose and the dates given.",
+            "Very high (> very-high limit) or high (> high limit): warning. The summary names the drug and "
+            "its prednisone equivalent ('Dexamethasone 12 mg/day = prednisone 80 mg/day (high dose)'), or "
+            "the change ('Prednisone current 40 mg/day -> proposed 10 mg/day').",
             "Medium (> low band, <= high limit): info, above the SLE maintenance target.",
             "Dose not computable: info 'review dose'. Low band: no card (info above target with the switch).",
-            "Never an action that changes a medication. A current anticonvulsant is added to this card, and a "
+            "The detail names the one record each dose comes from, the taper step in force, the records of the "
+            "same therapy not added, courses ended despite their status, and dosage lines that could not be "
+            "read. Never an action that changes a medication. A current anticonvulsant is added to this card, and a "
             "known steroid myopathy is named.",
             "A child: the card says the adult dose bands and SLE target do not apply and gives the dose in "
             "mg/kg/day (prednisone-equivalent mg/day / the newest measured body weight within the weight "
@@ -279,6 +298,10 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "pulse >= 250 mg).",
             "EULAR 2023 SLE: maintenance <= 5 mg/day; IV methylprednisolone pulses 250-1000 mg.",
             "Steroid myopathy typical at 40-60 mg/day, usually with a normal CK (Medscape, StatPearls).",
+            "FHIR R4 Dosage and Timing (hl7.org/fhir/R4/dosage.html, hl7.org/fhir/R4/datatypes.html#Timing): "
+            "Dosage.sequence orders the lines; timing.repeat.boundsDuration, boundsPeriod and count bound them.",
+            "The public CDS Hooks Sandbox writes doses as doseQuantity {value, code '{pill}'} without a unit "
+            "(github.com/cds-hooks/sandbox, src/reducers/medication-reducers.js).",
         ),
         links=("buttgereit-2002", "eular-sle-2023", "medscape-steroid-myopathy"),
     ),

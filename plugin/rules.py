@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from . import medications, terminology
+from . import medications, terminology, timeline
 from .facts import VS, ConditionFact, LabResult, MedicationFact, OrderFact, PatientFacts, SymptomFact
 from .fhirdata import within_days
 from .settings import Settings
@@ -410,24 +410,10 @@ def electrolyte_rule(facts: PatientFacts, settings: Settings) -> Finding | None:
 # ------------------------------------------------------------------------------------------ steroid
 
 
-@dataclass(frozen=True)
-class SteroidDose:
-    medication: MedicationFact
-    dose: Any  # plugin.medications.DoseResult
-
-
 def systemic_steroids(facts: PatientFacts) -> tuple[MedicationFact, ...]:
     return tuple(
         m for m in facts.medications_in(VS.SYSTEMIC_CORTICOSTEROIDS) if medications.is_systemic(m.info)
     )
-
-
-def steroid_doses(facts: PatientFacts, meds: tuple[MedicationFact, ...]) -> tuple[SteroidDose, ...]:
-    return tuple(SteroidDose(m, medications.steroid_daily_dose(m.dosages, m.info, facts.now)) for m in meds)
-
-
-def counts_toward_prednisone(dose: Any) -> bool:
-    return dose.computable and dose.pred_eq_per_day is not None
 
 
 def has_prednisone_equivalent(med: MedicationFact) -> bool:
@@ -439,37 +425,39 @@ def has_prednisone_equivalent(med: MedicationFact) -> bool:
     return any(float(table.get(key) or 0) > 0 for key in keys)
 
 
-def recent_pulse(
-    facts: PatientFacts, settings: Settings, doses: tuple[SteroidDose, ...]
-) -> SteroidDose | None:
-    """A single administration >= the pulse dose, current or with its course ending within the look-back."""
-    for item in doses:
-        dose, med = item.dose, item.medication
-        per_admin = dose.pred_eq_per_administration if dose.computable else None
-        if per_admin is None or per_admin < settings.steroid_pulse_mg:
-            continue
-        if med.current and (med.course_end is None or med.course_end >= facts.now):
-            return item
-        last_dose = med.course_end or med.started
-        if within_days(last_dose, facts.now, settings.pulse_lookback_days):
-            return item
-    return None
+def steroid_timeline(facts: PatientFacts, settings: Settings) -> timeline.Timeline:
+    """One current (or proposed) dose per ingredient, and the recent pulses (CLINICAL-CONTENT 10.1)."""
+    return timeline.build_timeline(
+        systemic_steroids(facts),
+        facts.now,
+        pulse_mg=settings.steroid_pulse_mg,
+        pulse_days=settings.pulse_lookback_days,
+    )
 
 
 def steroid_rule(facts: PatientFacts, settings: Settings) -> Finding | None:
-    """5.3 Corticosteroid review: pulse, high / very high, medium dose, or dose not computable."""
+    """5.3 Corticosteroid review, on the steroid timeline: pulse, high / very high, medium dose, or dose
+    not computable.
+
+    Data: ``timeline``; ``current`` (the ingredients with a current or proposed dose, each a
+    :class:`plugin.timeline.Course` with ``.medication`` and ``.dose``); ``counted`` (those with a
+    prednisone equivalent); ``not_computable``; ``total`` (prednisone-equivalent mg/day the bands are
+    judged on: one dose per ingredient, the proposed one where a draft proposes a change); ``pulse`` (the
+    most relevant :class:`plugin.timeline.Pulse`, or None); ``neuroactive``; ``ck``.
+    """
     steroids = systemic_steroids(facts)
     if not steroids:
         return None
-    all_doses = steroid_doses(facts, steroids)
-    current = tuple(d for d in all_doses if d.medication.current)
-    pulse = recent_pulse(facts, settings, all_doses)
-    counted = tuple(d for d in current if counts_toward_prednisone(d.dose))
+    line = steroid_timeline(facts, settings)
+    current = line.in_force
+    counted = line.counted
     not_computable = tuple(
-        d for d in current if not d.dose.computable and has_prednisone_equivalent(d.medication)
+        c for c in current if not c.dose.computable and has_prednisone_equivalent(c.medication)
     )
-    total = sum(float(d.dose.pred_eq_per_day) for d in counted)
+    total = line.total
+    pulse = line.pulses[0] if line.pulses else None
     data: dict[str, Any] = {
+        "timeline": line,
         "current": current,
         "counted": counted,
         "not_computable": not_computable,

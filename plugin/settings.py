@@ -287,7 +287,8 @@ SETTINGS: dict[str, SettingSpec] = {
                 "LUPUS_CDS_STEROID_PULSE_MG",
                 float,
                 250.0,
-                "A single administration at or above this (mg prednisone-equivalent) is a pulse.",
+                "A day's corticosteroid dose (one administration, or one calendar day's administrations) at or "
+                "above this (mg prednisone-equivalent) is a pulse.",
             ),
         ),
         (

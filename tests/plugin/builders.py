@@ -255,6 +255,34 @@ def medication_statement(
     return resource
 
 
+def medication_administration(
+    rxcui: str,
+    display: str,
+    *,
+    days_ago: float,
+    dose: float,
+    unit: str = "mg",
+    status: str = "completed",
+    route: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One administration (R4: ``dosage`` is a single object with ``dose``), given ``days_ago``."""
+    dosage: dict[str, Any] = {"dose": {"value": dose, "unit": unit, "system": UCUM, "code": unit}}
+    if route:
+        dosage["route"] = concept(route)
+    resource: dict[str, Any] = {
+        "resourceType": "MedicationAdministration",
+        "id": next_id("medadmin"),
+        "status": status,
+        "medicationCodeableConcept": concept(rxcui, RXNORM, display),
+        "subject": subject(),
+        "effectiveDateTime": ago(days_ago),
+        "dosage": dosage,
+    }
+    resource.update(extra)
+    return resource
+
+
 def service_request(
     code: str, system: str = LOINC, *, status: str = "active", authored_days_ago: float = 1, **extra: Any
 ) -> dict[str, Any]:
@@ -308,6 +336,7 @@ _TYPE_KEYS = {
     "Condition": "conditions",
     "MedicationRequest": "medicationRequests",
     "MedicationStatement": "medicationStatements",
+    "MedicationAdministration": "medicationAdministrations",
     "ServiceRequest": "serviceRequests",
     "Procedure": "procedures",
     "Medication": "medicationRequests",

@@ -157,8 +157,11 @@ def test_short_fallback_summaries_fit_with_wide_values():
         "total": "1,250",
         "drugs": "methylprednisolone",
         "drug": "Methylprednisolone",
-        "mg_admin": "1,000",
-        "pred_admin": "1,250",
+        "pulse_mg": "1,000",
+        "pulse_pred": "1,250",
+        "pulse_dates": "2025-12-01 to 2025-12-31",
+        "dose_short": "Prednisone-equivalent 1,250 mg/day",
+        "taper_advice": "Continue the taper if feasible",
         "flag_words": "new weakness, loss of sensation and trouble swallowing",
         "sensory_words": "Numbness/tingling",
     }
