@@ -751,8 +751,11 @@ def to_canonical(
 
 V2_SPECIMEN_CONDITION = "http://terminology.hl7.org/CodeSystem/v2-0493"
 _HAEMOLYSIS = re.compile(r"ha?emoly[sz]", re.IGNORECASE)
-_NOT_HAEMOLYSED = re.compile(r"\b(no|not|non|without)[\s-]*(visible\s+|significant\s+)?ha?emoly[sz]",
-                             re.IGNORECASE)
+_NOT_HAEMOLYSED = re.compile(
+    r"\b(no|not|non|without)[\s-]*(visible\s+|significant\s+)?ha?emoly[sz]"
+    r"|ha?emoly[sz]\w*(\s+index)?\s*[:=]?\s*(none|absent|negative|not\s+(detected|seen|present))",
+    re.IGNORECASE,
+)
 
 
 def _says_haemolysed(text: Any) -> bool:

@@ -284,8 +284,9 @@ def test_10_2_haemolysed_potassium_is_not_valid_and_is_redrawn(make):
     assert e_card["suggestions"][0]["label"].startswith("Redraw potassium")
 
 
-def test_10_2_a_note_saying_not_haemolysed_keeps_the_potassium_valid():
-    cards = run(baseline(b.potassium(3.1, note=[{"text": "No hemolysis"}]), b.magnesium(2.0)))
+@pytest.mark.parametrize("text", ["No hemolysis", "Haemolysis index: none", "non-haemolysed sample"])
+def test_10_2_a_note_saying_not_haemolysed_keeps_the_potassium_valid(text):
+    cards = run(baseline(b.potassium(3.1, note=[{"text": text}]), b.magnesium(2.0)))
     assert topics(cards)[E_ABNORMAL] == "warning"
 
 
