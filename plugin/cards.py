@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from . import medications
+from . import labs, medications
 from .facts import VS, Coded, ConditionFact, LabResult, MedicationFact, OrderFact, PatientFacts, SymptomFact
 from .rules import (
     CK_ELEVATED,
@@ -99,6 +99,13 @@ LINKS: dict[str, Link] = {
     "statpearls-hypomagnesemia": Link(
         "StatPearls: Hypomagnesemia", "https://www.ncbi.nlm.nih.gov/books/NBK500003/"
     ),
+    "statpearls-hypocalcemia": Link(
+        "StatPearls: Hypocalcemia (albumin correction, causes, tetany)", "https://www.ncbi.nlm.nih.gov/books/NBK430912/"
+    ),
+    "ukka-hyperkalaemia": Link(
+        "UK Kidney Association (2023): treatment of acute hyperkalaemia in adults",
+        "https://ukkidney.org/health-professionals/guidelines/treatment-acute-hyperkalaemia-adults",
+    ),
     "fda-ppi-2011": Link(
         "FDA Drug Safety Communication (2011): low magnesium with long-term PPI use",
         "https://www.fda.gov/drugs/drug-safety-and-availability/fda-drug-safety-communication-low-magnesium-"
@@ -170,7 +177,13 @@ SOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ELECTROLYTE_ABNORMAL: (
         "SLE neuromuscular guidance: low potassium / magnesium (StatPearls)",
         LINKS["statpearls-hypokalemia"].url,
-        ("statpearls-hypokalemia", "statpearls-hypomagnesemia", "fda-ppi-2011"),
+        (
+            "statpearls-hypokalemia",
+            "statpearls-hypomagnesemia",
+            "statpearls-hypocalcemia",
+            "ukka-hyperkalaemia",
+            "fda-ppi-2011",
+        ),
     ),
     STEROID_REVIEW: (
         "SLE neuromuscular guidance: glucocorticoid dose (EULAR 2023 SLE; Buttgereit 2002)",
@@ -192,6 +205,13 @@ SOURCES: dict[str, tuple[str, str, tuple[str, ...]]] = {
         LINKS["eular-npsle-2010"].url,
         ("eular-npsle-2010", "acr-npsle-1999", "aanem-ncs-emg", "oomatia-2014", "toledano-2017"),
     ),
+}
+
+#: links shown only when the finding is about them (10.5: the FDA PPI notice only when a PPI is current)
+LINK_WHEN: dict[str, Any] = {
+    "fda-ppi-2011": lambda finding: bool(finding.data.get("ppis")),
+    "statpearls-hypocalcemia": lambda finding: bool(finding.data.get("calcium_low")),
+    "ukka-hyperkalaemia": lambda finding: bool(finding.data.get("k_high")),
 }
 
 OVERRIDE_REASONS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -242,8 +262,9 @@ class Orderable:
     note: str | None = None
 
 
-#: one draft ServiceRequest per test, always coded with a display: LOINC for laboratory tests; the
-#: electrodiagnostic study is CPT 95886 (plugin/valuesets/ncs-emg-codes.json records its sources)
+#: one draft ServiceRequest per test, always coded with a display: LOINC for laboratory tests (the codes and
+#: displays are those of the value sets the service reads, where each carries its source); the electrodiagnostic
+#: study is CPT 95886 (plugin/valuesets/ncs-emg-codes.json records its sources)
 ORDERABLES: dict[str, Orderable] = {
     "ck": Orderable(
         "Order creatine kinase (CK)",
@@ -268,6 +289,44 @@ ORDERABLES: dict[str, Orderable] = {
         "Draft order: creatinine, serum/plasma (LOINC 2160-0)",
         "2160-0",
         "Creatinine [Mass/volume] in Serum or Plasma",
+    ),
+    "ck-repeat": Orderable(
+        "Repeat creatine kinase in 48-72 h (no strenuous exercise or IM injections before)",
+        "Draft order: creatine kinase, serum/plasma (LOINC 2157-6), to be drawn 48-72 hours after the last, "
+        "without strenuous exercise or intramuscular injections in between",
+        "2157-6",
+        "Creatine kinase [Enzymatic activity/volume] in Serum or Plasma",
+    ),
+    "potassium-redraw": Orderable(
+        "Redraw potassium (last specimen haemolysed)",
+        "Draft order: potassium, serum/plasma (LOINC 2823-3), new specimen; avoid a tight tourniquet, fist "
+        "clenching and small needles",
+        "2823-3",
+        "Potassium [Moles/volume] in Serum or Plasma",
+    ),
+    "albumin": Orderable(
+        "Order albumin (to correct calcium)",
+        "Draft order: albumin, serum/plasma (LOINC 1751-7)",
+        "1751-7",
+        "Albumin [Mass/volume] in Serum or Plasma",
+    ),
+    "pth": Orderable(
+        "Order parathyroid hormone (PTH)",
+        "Draft order: parathyroid hormone, intact, serum/plasma (LOINC 2731-8)",
+        "2731-8",
+        "Parathyrin.intact [Mass/volume] in Serum or Plasma",
+    ),
+    "vitamin-d": Orderable(
+        "Order 25-hydroxyvitamin D",
+        "Draft order: 25-hydroxyvitamin D2+D3, serum/plasma (LOINC 62292-8)",
+        "62292-8",
+        "25-Hydroxyvitamin D2+25-Hydroxyvitamin D3 [Mass/volume] in Serum or Plasma",
+    ),
+    "tsh": Orderable(
+        "Order TSH (hypothyroidism raises CK)",
+        "Draft order: thyrotropin (TSH), serum/plasma (LOINC 3016-3)",
+        "3016-3",
+        "Thyrotropin [Units/volume] in Serum or Plasma",
     ),
     "urinalysis": Orderable(
         "Order urinalysis (dipstick: blood/myoglobin)",
@@ -300,17 +359,42 @@ _CATEGORY = {
 # ---------------------------------------------------------------------------------------- formatting
 
 
-def num(value: float | None, digits: int = 1) -> str:
-    """1540 -> '1,540'; 3.1 -> '3.1'; 0.5346 -> '0.53' (two significant places under 1)."""
+def num(value: float | None, digits: int = 1, keep: int = 0) -> str:
+    """1540 -> '1,540'; 3.1 -> '3.1'; 0.5346 -> '0.53' (two significant places under 1).
+
+    :param keep: decimals always shown, for clinical precision: ``num(3.0, 2, keep=1)`` is '3.0', not '3'.
+    """
     if value is None:
         return "?"
     if abs(value) < 1 and value != 0:
-        text = f"{value:.2f}"
-    elif abs(value - round(value)) < 1e-9 or abs(value) >= 100:
-        text = f"{round(value):,}"
-    else:
-        text = f"{value:,.{digits}f}".rstrip("0").rstrip(".")
-    return text
+        return f"{value:.2f}"
+    if abs(value) >= 100 or (keep == 0 and abs(value - round(value)) < 1e-9):
+        return f"{round(value):,}"
+    whole, _, fraction = f"{value:,.{max(digits, keep)}f}".partition(".")
+    fraction = fraction.rstrip("0").ljust(keep, "0")
+    return f"{whole}.{fraction}" if fraction else whole
+
+
+#: decimals a lab value always keeps ("K 3.0 mmol/L", "Na 135 mmol/L")
+LAB_DECIMALS = {"potassium": 1, "magnesium": 1, "calcium": 1, "ionized-calcium": 2, "phosphate": 1,
+                "albumin": 1, "creatinine": 1}
+
+
+def lab_num(value: float | None, analyte: str, rounded: bool = False) -> str:
+    """A lab value with the precision clinicians write it in; ``rounded`` for a value the service computed
+    (a unit conversion, a corrected calcium), which has no more precision than the analyte's usual one."""
+    keep = LAB_DECIMALS.get(analyte, 0)
+    return num(value, keep if rounded else 2, keep=keep)
+
+
+def canonical_text(result: LabResult, value: float | None = None) -> str:
+    """``value`` (default: the result's canonical value) as shown in a summary: as reported when the lab
+    reported it in the canonical unit, else rounded to the analyte's precision."""
+    shown = result.canonical if value is None else value
+    if shown is None:
+        return lab_num(result.value, result.analyte)
+    as_reported = value is None and (result.unit or "").lower() == (result.canonical_unit or "").lower()
+    return lab_num(shown, result.analyte, rounded=not as_reported)
 
 
 def day(instant: datetime | None) -> str:
@@ -340,20 +424,23 @@ def coded_text(coded: Coded) -> str:
 
 
 def lab_line(result: LabResult, label: str) -> str:
-    reported = f"{num(result.value, 2)} {result.unit or '(no unit)'}"
+    analyte = result.analyte
+    reported = f"{lab_num(result.value, analyte)} {result.unit or '(no unit)'}"
     converted = ""
     if result.canonical is not None and result.canonical_unit and result.unit != result.canonical_unit:
-        converted = f" = {num(result.canonical, 2)} {result.canonical_unit}"
-    flag = f", flagged {result.interpretation}" if result.interpretation else ""
+        converted = f" = {lab_num(result.canonical, analyte, rounded=True)} {result.canonical_unit}"
+    flags = ", ".join(result.flags) or result.interpretation
+    flag = f", flagged {flags}" if flags else ""
     ref = ""
     if result.ref_low is not None or result.ref_high is not None:
         ref = (
-            f", lab range {num(result.ref_low, 2) if result.ref_low is not None else ''}-"
-            f"{num(result.ref_high, 2) if result.ref_high is not None else ''}"
+            f", lab range {lab_num(result.ref_low, analyte) if result.ref_low is not None else ''}-"
+            f"{lab_num(result.ref_high, analyte) if result.ref_high is not None else ''}"
         )
+    unit_note = f"; {result.unit_note}" if result.unit_note else ""
     return (
         f"{label} {reported}{converted} on {day(result.when)} ({coded_text(result.coded)}, "
-        f"{result.status}{flag}{ref}; Observation/{result.resource_id})"
+        f"{result.status}{flag}{ref}{unit_note}; Observation/{result.resource_id})"
     )
 
 
@@ -400,7 +487,8 @@ def ck_context(ck: LabResult | None, facts: PatientFacts, settings: Settings) ->
     if ck is None:
         return None
     uln, _ = ck_uln(ck, facts, settings)
-    state = "not graded" if ck.canonical is None else ("normal" if ck.canonical <= uln else "above ULN")
+    elevated = labs.ck_elevated(ck, uln)
+    state = "not interpretable" if elevated is None else ("above the limit" if elevated else "normal")
     return lab_line(ck, "CK") + f": {state} (ULN {num(uln)} U/L)"
 
 
@@ -426,19 +514,34 @@ TEMPLATES: dict[str, tuple[str, str]] = {
         ),
         "Myositis with twitching: no CK in {days} days. Order CK",
     ),
+    "ck-not-interpretable": (
+        "CK {ck_reported} on {ck_date} has no readable unit, so it is not interpretable. Check the lab report",
+        "CK result without a readable unit: not interpretable. Check the lab report",
+    ),
     "ck-elevated": (
         (
-            "CK {ck_value} U/L ({ratio}x ULN) on {ck_date} with fasciculations in SLE: evaluate for lupus "
-            "myositis"
+            "CK {ck_value} U/L ({ck_grade}) on {ck_date} with fasciculations in SLE: possible lupus myositis. "
+            "Repeat CK in 48-72 h, check TSH"
         ),
-        "CK {ck_value} U/L ({ratio}x ULN): evaluate for lupus myositis",
+        "CK {ck_value} U/L ({ck_grade}): possible lupus myositis. Repeat CK in 48-72 h, check TSH",
+    ),
+    "ck-elevated-drug": (
+        (
+            "CK {ck_value} U/L ({ck_grade}) on {myotoxic}: drug myopathy or lupus myositis? Repeat CK in 48-72 h, "
+            "check TSH"
+        ),
+        "CK {ck_value} U/L ({ck_grade}) on {myotoxic}: drug myopathy or lupus myositis? Repeat CK",
     ),
     "ck-marked": (
         (
-            "CK {ck_value} U/L ({ratio}x ULN) on {ck_date} with fasciculations in SLE: evaluate for "
+            "CK {ck_value} U/L ({ck_grade}) on {ck_date} with fasciculations in SLE: evaluate for "
             "myositis, check kidneys"
         ),
-        "CK {ck_value} U/L ({ratio}x ULN): evaluate for myositis",
+        "CK {ck_value} U/L ({ck_grade}): evaluate for myositis",
+    ),
+    "ck-marked-drug": (
+        "CK {ck_value} U/L ({ck_grade}) on {myotoxic}: drug myopathy or myositis? Evaluate, check kidneys",
+        "CK {ck_value} U/L ({ck_grade}) on {myotoxic}: evaluate for myopathy",
     ),
     "ck-rhabdo": (
         "CK {ck_value} U/L ({ratio}x ULN): possible rhabdomyolysis. Check creatinine, K+ and urine today",
@@ -456,16 +559,44 @@ TEMPLATES: dict[str, tuple[str, str]] = {
         "Fasciculations in SLE{on_drug}: no magnesium in {days} days (not in BMP/CMP). Order magnesium",
         "Fasciculations in SLE: no magnesium in {days} days. Order magnesium",
     ),
+    "k-haemolysed": (
+        "Potassium {k_value} mmol/L on {k_date} is from a haemolysed specimen: not a valid result. Redraw{and_mg}",
+        "Potassium from a haemolysed specimen is not a valid result. Redraw potassium",
+    ),
+    "not-interpretable": (
+        "{unreadable} on {unreadable_date} has no readable unit, so it is not interpretable. Check the report or "
+        "repeat",
+        "Electrolyte result without a readable unit: not interpretable. Check the report or repeat",
+    ),
     "k-low": (
         (
-            "Low potassium {k_value} mmol/L ({k_date}) may explain muscle twitching. Replete and recheck K+ "
-            "and Mg"
+            "Low potassium {k_value} mmol/L ({k_date}): replete and recheck. Causes weakness, cramps; twitching "
+            "points more to low Mg or Ca"
         ),
-        "Low potassium {k_value} mmol/L may explain twitching. Replete and recheck",
+        "Low potassium {k_value} mmol/L: replete and recheck K+ and Mg",
     ),
     "k-critical": (
         "Potassium {k_value} mmol/L (critical) with muscle twitching: urgent replacement and ECG advised",
         "Potassium {k_value} mmol/L (critical): urgent replacement and ECG advised",
+    ),
+    "k-high": (
+        "High potassium {k_value} mmol/L ({k_date}){on_k_drug}: recheck, review kidney function and medicines",
+        "High potassium {k_value} mmol/L: recheck, review kidney function and medicines",
+    ),
+    "k-high-critical": (
+        "Potassium {k_value} mmol/L (critical high){on_k_drug}: ECG now and urgent treatment advised",
+        "Potassium {k_value} mmol/L (critical high): ECG now and urgent treatment advised",
+    ),
+    "ca-low": (
+        (
+            "Low calcium {ca_value} {ca_unit}{ca_corrected} with muscle twitching: possible tetany. Check Mg, PTH, "
+            "vitamin D"
+        ),
+        "Low calcium {ca_value} {ca_unit} with twitching: possible tetany. Check Mg, PTH, vitamin D",
+    ),
+    "ca-critical": (
+        "Calcium {ca_value} {ca_unit}{ca_corrected} (critical) with twitching: possible tetany. Urgent assessment, ECG",
+        "Calcium {ca_value} {ca_unit} (critical): possible tetany. Urgent assessment and ECG",
     ),
     "mg-low": (
         "Low magnesium {mg_value} mg/dL ({mg_mmol} mmol/L){on_ppi}: may cause twitching. Replete{review_ppi}",
@@ -486,8 +617,8 @@ TEMPLATES: dict[str, tuple[str, str]] = {
         "Low potassium and magnesium with twitching: replete both",
     ),
     "other-low": (
-        "Lab-flagged low {others} with muscle twitching in SLE: review and replace as needed",
-        "Lab-flagged low electrolytes with muscle twitching: review and replace",
+        "Low {others} with muscle twitching in SLE: review and replace as needed",
+        "Low electrolytes with muscle twitching: review and replace",
     ),
     "pulse": (
         (
@@ -578,11 +709,62 @@ def cause_groups(data: Mapping[str, Any]) -> list[str]:
 
 ANALYTE_WORDS = {
     "calcium": "calcium",
+    "ionized-calcium": "ionized calcium",
+    "albumin": "albumin",
+    "ck": "CK",
     "phosphate": "phosphate",
     "sodium": "sodium",
     "potassium": "potassium",
     "magnesium": "magnesium",
 }
+
+
+def lab_summary_values(finding: Finding) -> dict[str, Any]:
+    """The placeholders of the CK and electrolyte summaries (lab values keep their clinical precision)."""
+    data, values = finding.data, {}
+    ck = data.get("ck") or data.get("previous")
+    if isinstance(ck, LabResult):
+        values.update(
+            ck_value=num(ck.canonical if ck.canonical is not None else ck.value),
+            ck_date=day(ck.when),
+            ck_reported=f"{lab_num(ck.value, 'ck')} {ck.unit or '(no unit)'}",
+        )
+    if "ratio" in data:
+        values["ratio"] = ratio_text(data["ratio"])
+        # a CK the lab flags high below the default limit is "flagged high", not "0.9x ULN"
+        values["ck_grade"] = f"{ratio_text(data['ratio'])}x ULN" if data["ratio"] > 1 else "flagged high by the lab"
+    myotoxic = data.get("myotoxic") or ()
+    values["myotoxic"] = " and ".join(dict.fromkeys(drug_name(m) for m in myotoxic[:2]))
+    k, mg = data.get("potassium"), data.get("magnesium")
+    if isinstance(k, LabResult):
+        values.update(k_value=canonical_text(k), k_date=day(k.when))
+    if isinstance(mg, LabResult):
+        values.update(mg_value=canonical_text(mg), mg_mmol=num(mg_dl_to_mmol(mg.canonical), 2))
+    drugs = data.get("drugs") or ()
+    values["on_drug"] = f" on {drug_name(drugs[0])}" if drugs and finding.topic == ELECTROLYTE_TESTING else ""
+    ppis = data.get("ppis") or ()
+    values["on_ppi"] = (
+        f" on {drug_name(ppis[0])}" if ppis else f" on {day(mg.when)}" if isinstance(mg, LabResult) else ""
+    )
+    values["review_ppi"] = ", review PPI" if ppis else " and recheck"
+    values["others"] = " and ".join(ANALYTE_WORDS.get(r.analyte, r.analyte) for r in data.get("other_low", ()))
+    k_raising = data.get("k_raising") or ()
+    values["on_k_drug"] = f" on {drug_name(k_raising[0])}" if k_raising else ""
+    values["and_mg"] = " K+ and order Mg" if "magnesium" in (data.get("missing") or ()) else " potassium"
+    unreadable = data.get("unreadable") or ()
+    if unreadable:
+        first = unreadable[0].result
+        values["unreadable"] = (f"{ANALYTE_WORDS.get(first.analyte, first.analyte).capitalize()} "
+                                f"{lab_num(first.value, first.analyte)}")
+        values["unreadable_date"] = day(first.when)
+    calcium_low = data.get("calcium_low") or ()
+    if calcium_low:
+        reading = calcium_low[0]
+        values.update(ca_value=canonical_text(reading.result, reading.value if reading.correction else None),
+                      ca_unit=reading.result.canonical_unit or "",
+                      ca_corrected=(" (corrected)" if reading.correction else
+                                    " (ionized)" if reading.result.analyte == "ionized-calcium" else ""))
+    return values
 
 
 def summary_values(finding: Finding, settings: Settings) -> dict[str, Any]:
@@ -595,28 +777,11 @@ def summary_values(finding: Finding, settings: Settings) -> dict[str, Any]:
         "marked": num(settings.ck_marked_multiple),
         "critical": num(settings.ck_critical_multiple),
         "k_critical": num(settings.hypokalemia_critical_mmol_l),
+        "k_high_critical": num(settings.hyperkalemia_critical_mmol_l, keep=1),
         "ncs_days": settings.ncs_lookback_days,
     }
-    ck = data.get("ck") or data.get("previous")
-    if isinstance(ck, LabResult):
-        values.update(
-            ck_value=num(ck.canonical if ck.canonical is not None else ck.value), ck_date=day(ck.when)
-        )
-    if "ratio" in data:
-        values["ratio"] = ratio_text(data["ratio"])
-    k, mg = data.get("potassium"), data.get("magnesium")
-    if isinstance(k, LabResult):
-        values.update(k_value=num(k.canonical, 2), k_date=day(k.when))
-    if isinstance(mg, LabResult):
-        values.update(mg_value=num(mg.canonical, 2), mg_mmol=num(mg_dl_to_mmol(mg.canonical), 2))
+    values.update(lab_summary_values(finding))
     drugs = data.get("drugs") or ()
-    values["on_drug"] = f" on {drug_name(drugs[0])}" if drugs and finding.topic == ELECTROLYTE_TESTING else ""
-    ppis = data.get("ppis") or ()
-    values["on_ppi"] = (
-        f" on {drug_name(ppis[0])}" if ppis else f" on {day(mg.when)}" if isinstance(mg, LabResult) else ""
-    )
-    values["review_ppi"] = ", review PPI" if ppis else " and recheck"
-    values["others"] = ", ".join(ANALYTE_WORDS.get(r.analyte, r.analyte) for r in data.get("other_low", ()))
     if finding.topic == STEROID_REVIEW:
         values.update(steroid_values(finding))
     if finding.topic == NEUROACTIVE_REVIEW:
@@ -664,48 +829,100 @@ WHY: dict[str, str] = {
         "Myositis is already known; new twitching may mean a flare. No total CK result is on record in the "
         "last {days} days and none is pending."
     ),
+    "ck-not-interpretable": (
+        "The latest CK has no unit that can be read: a result without a unit is read only when its code and "
+        "its magnitude fit one unit, and this one does not. It is not graded and never raises an alert; check the "
+        "unit on the laboratory report."
+    ),
     "ck-elevated": (
         "CK above the upper limit of normal in a patient with SLE and muscle symptoms supports myositis (an "
-        "elevated CK is a criterion item of the EULAR/ACR 2017 myositis criteria). There is no validated "
-        "multiple of ULN for lupus myositis; the multiple grades urgency."
+        "elevated CK is a criterion item of the EULAR/ACR 2017 myositis criteria); the lab's own flag is read "
+        "first. Below {marked}x ULN, confirm it before a work-up: repeat CK after 48-72 h without strenuous "
+        "exercise or intramuscular injections, and check TSH (hypothyroidism raises CK). If it stays high, a "
+        "myositis work-up by rheumatology follows."
+    ),
+    "ck-elevated-drug": (
+        "CK above the upper limit of normal supports myositis in SLE, but {myotoxic} can itself cause a toxic "
+        "myopathy that raises CK: weigh it first. Below {marked}x ULN, repeat CK after 48-72 h without strenuous "
+        "exercise or intramuscular injections and check TSH (hypothyroidism raises CK); if it stays high, a "
+        "myositis work-up by rheumatology follows."
     ),
     "ck-marked": (
         "CK at or above {marked}x ULN indicates significant muscle injury (the usual rhabdomyolysis "
         "threshold). Evaluate for lupus myositis and check kidney function and urine."
+    ),
+    "ck-marked-drug": (
+        "CK at or above {marked}x ULN indicates significant muscle injury (the usual rhabdomyolysis "
+        "threshold); {myotoxic} can cause a toxic myopathy. Evaluate for myositis and drug myopathy, and check "
+        "kidney function and urine."
     ),
     "ck-rhabdo": (
         "CK at or above {critical}x ULN: possible rhabdomyolysis, with a risk of acute kidney injury and "
         "hyperkalaemia. Check creatinine, potassium and urine today."
     ),
     "order-k-mg": (
-        "Low potassium or magnesium causes cramps and fasciculations. Neither result is on record in the "
-        "last {days} days."
+        "Low magnesium and low calcium cause twitching and tetany; low potassium mainly causes weakness and "
+        "cramps. Neither a potassium nor a magnesium result is on record in the last {days} days."
     ),
     "order-k": (
-        "Low potassium causes cramps, weakness and fasciculations. No potassium result is on record in the "
-        "last {days} days."
+        "Low potassium mainly causes weakness and cramps (twitching and tetany point more to low magnesium or "
+        "calcium). No potassium result is on record in the last {days} days."
     ),
     "order-mg": (
         "Low magnesium causes twitching and tetany. No magnesium result is on record in the last {days} "
         "days; magnesium is not part of a basic or comprehensive metabolic panel, so order it separately."
     ),
+    "k-haemolysed": (
+        "Haemolysis releases potassium from red cells, so a potassium measured on a haemolysed specimen is "
+        "falsely high and is not a valid result. Redraw it (avoid a tight tourniquet, fist clenching and small "
+        "needles)."
+    ),
+    "not-interpretable": (
+        "A result without a unit is read only when its code (mass or substance concentration) and its magnitude "
+        "fit one unit; this one does not, so it is not graded and never raises an alert. Check the unit on the "
+        "laboratory report, or repeat the test."
+    ),
     "k-low": (
-        "Low potassium causes cramps, weakness and fasciculations, and low magnesium makes it hard to "
-        "correct. Recheck potassium and magnesium after replacement."
+        "Low potassium mainly causes weakness and cramps; twitching and tetany point more to low magnesium or "
+        "calcium, so check both. Low magnesium also makes potassium hard to correct: recheck potassium and "
+        "magnesium after replacement."
     ),
     "k-critical": (
         "Potassium below {k_critical} mmol/L risks arrhythmia and paralysis: urgent replacement, an ECG and "
         "cardiac monitoring are advised."
     ),
-    "mg-low": "Low magnesium causes twitching, tremor and tetany, and keeps potassium low.",
+    "k-high": (
+        "A high potassium does not explain twitching, but it must not pass as 'potassium checked': it can cause "
+        "weakness and arrhythmia. Repeat it to exclude a haemolysed or delayed specimen, and look for the usual "
+        "causes in SLE: lupus nephritis or chronic kidney disease, ACE inhibitors or ARBs, calcineurin inhibitors "
+        "(tacrolimus, ciclosporin, voclosporin) and trimethoprim."
+    ),
+    "k-high-critical": (
+        "Potassium at or above {k_high_critical} mmol/L risks arrhythmia: take an ECG now and treat urgently "
+        "(UK Kidney Association 2023). Usual causes in SLE: lupus nephritis or chronic kidney disease, ACE "
+        "inhibitors or ARBs, calcineurin inhibitors (tacrolimus, ciclosporin, voclosporin) and trimethoprim."
+    ),
+    "ca-low": (
+        "Low calcium makes nerves and muscles irritable: twitching, cramps, paraesthesia and tetany (Chvostek and "
+        "Trousseau signs). A total calcium is corrected for a same-day albumin before it is judged. Look for the "
+        "cause: low magnesium, low parathyroid hormone, vitamin D deficiency (and kidney disease in SLE)."
+    ),
+    "ca-critical": (
+        "Calcium below the critical limit can cause tetany, laryngospasm, seizures and arrhythmia: assess now, "
+        "take an ECG and replace calcium (intravenously when symptomatic). Then look for the cause: magnesium, "
+        "parathyroid hormone, vitamin D."
+    ),
+    "mg-low": "Low magnesium causes twitching, tremor and tetany, and keeps potassium and calcium low.",
     "mg-critical": (
         "Severe hypomagnesaemia can cause tetany, seizures and arrhythmia: urgent replacement is advised."
     ),
     "k-mg-low": (
-        "Both potassium and magnesium are low; potassium is hard to correct until magnesium is replaced."
+        "Both potassium and magnesium are low; potassium is hard to correct until magnesium is replaced. Low "
+        "magnesium explains twitching better than low potassium, which mainly causes weakness and cramps."
     ),
     "other-low": (
-        "The lab flagged these results low; low calcium, phosphate or sodium can cause twitching and tetany."
+        "Low phosphate causes weakness; low sodium causes confusion, cramps and seizures; neither is a typical "
+        "cause of twitching, but both need review."
     ),
     "pulse": "High-dose glucocorticoid pulses can cause acute myopathy, hypokalaemia and hyperglycaemia.",
     "very-high": (
@@ -814,7 +1031,9 @@ def finding_lines(finding: Finding, facts: PatientFacts, settings: Settings) -> 
     topic = finding.topic
     if topic in (CK_TESTING, CK_ELEVATED):
         ck = data.get("ck")
-        if isinstance(ck, LabResult):
+        if isinstance(ck, LabResult) and "uln" not in data:
+            lines.append(lab_line(ck, "CK") + ": not interpretable, so not graded")
+        elif isinstance(ck, LabResult):
             source = {
                 "lab": "the lab's reference range",
                 "default-male": "default for males, Mayo",
@@ -826,6 +1045,10 @@ def finding_lines(finding: Finding, facts: PatientFacts, settings: Settings) -> 
                 f"ULN {num(data['uln'])} U/L ({source}); {num(ck.canonical)} / {num(data['uln'])} = "
                 f"{data['ratio']:.1f}x ULN"
             )
+            if data.get("flagged_high") and data["ratio"] <= 1:
+                lines.append("Flagged high by the lab although below the default ULN: the lab's flag is read first.")
+            if finding.variant.startswith("ck-elevated"):
+                lines.append(CK_NEXT_STEPS)
             if "creatinine" in data:
                 creat = data["creatinine"]
                 lines.append(
@@ -844,42 +1067,7 @@ def finding_lines(finding: Finding, facts: PatientFacts, settings: Settings) -> 
         lines.extend(f"Known myositis/myopathy: {condition_line(c)}" for c in data.get("myositis", ()))
         lines.extend(f"Supporting symptom: {symptom_line(s)}" for s in data.get("supporting", ()))
     elif topic in (ELECTROLYTE_TESTING, ELECTROLYTE_ABNORMAL):
-        for analyte, label in (("potassium", "Potassium"), ("magnesium", "Magnesium")):
-            result = data.get(analyte)
-            if isinstance(result, LabResult):
-                line = lab_line(result, label)
-                if analyte == "magnesium" and result.canonical is not None:
-                    line += f" = {num(mg_dl_to_mmol(result.canonical), 2)} mmol/L"
-                lines.append(line)
-            else:
-                lines.append(f"{label}: no final result in the last {settings.lab_window_days} days.")
-        if data.get("k_low") or data.get("mg_low"):
-            lines.append(
-                "Cut-offs when the lab gives no range: potassium < "
-                f"{num(settings.hypokalemia_mmol_l, 2)} "
-                f"mmol/L (critical < {num(settings.hypokalemia_critical_mmol_l, 2)}); magnesium < "
-                f"{num(settings.hypomagnesemia_mg_dl, 2)} mg/dL = "
-                f"{num(mg_dl_to_mmol(settings.hypomagnesemia_mg_dl), 2)} mmol/L (critical < "
-                f"{num(settings.hypomagnesemia_critical_mg_dl, 2)} mg/dL); the lab's own flag is "
-                "used first."
-            )
-        for result in data.get("other_low", ()):
-            lines.append(lab_line(result, ANALYTE_WORDS.get(result.analyte, result.analyte).capitalize()))
-        for med in data.get("drugs", ()):
-            lines.append(f"Lowers potassium/magnesium: {med_line(med)}")
-        for med in data.get("ppis", ()):
-            if med.started and (facts.now - med.started).days >= settings.ppi_long_term_days:
-                lines.append(
-                    f"Long-term PPI use ({(facts.now - med.started).days // 365}+ years): the FDA "
-                    "advises "
-                    "checking magnesium periodically, especially with diuretics."
-                )
-        if data.get("other_low") and data.get("hyponatremia_drugs"):
-            lines.extend(f"Can lower sodium: {med_line(m)}" for m in data["hyponatremia_drugs"])
-        renal = data.get("renal") or {}
-        lines.extend(f"Kidney involvement: {condition_line(c)}" for c in renal.get("conditions", ()))
-        if renal.get("egfr"):
-            lines.append(lab_line(renal["egfr"], "eGFR") + f" (< {num(settings.egfr_renal_threshold)})")
+        lines.extend(electrolyte_lines(finding, facts, settings))
     elif topic == STEROID_REVIEW:
         lines.extend(steroid_lines(finding, settings))
     elif topic == NEUROACTIVE_REVIEW:
@@ -916,6 +1104,119 @@ def finding_lines(finding: Finding, facts: PatientFacts, settings: Settings) -> 
         lines.append(
             f"No nerve conduction study or EMG on record in the last {settings.ncs_lookback_days} days."
         )
+    return lines
+
+
+CK_NEXT_STEPS = (
+    "Next steps below 5x ULN: repeat CK after 48-72 h without strenuous exercise or intramuscular injections; "
+    "TSH (hypothyroidism raises CK); if CK stays high, a myositis work-up by rheumatology."
+)
+ELECTROLYTE_LABELS = (
+    ("potassium", "Potassium"),
+    ("magnesium", "Magnesium"),
+    ("calcium", "Calcium"),
+    ("ionized-calcium", "Ionized calcium"),
+    ("phosphate", "Phosphate"),
+    ("sodium", "Sodium"),
+)
+BASIS_WORDS = {"flag": "the lab's flag", "lab range": "the lab's range"}
+DRUG_EFFECT_WORDS = (
+    # (effects, words) most specific first
+    (frozenset({"lowers-mg", "raises-k", "tremor"}), "Lowers magnesium, raises potassium and causes tremor"),
+    (frozenset({"lowers-k", "lowers-mg"}), "Lowers potassium and magnesium"),
+    (frozenset({"lowers-mg"}), "Lowers magnesium"),
+    (frozenset({"lowers-k"}), "Lowers potassium"),
+    (frozenset({"raises-k"}), "Raises potassium"),
+)
+HIGH_K_CAUSES = (
+    "Usual causes of a high potassium in SLE: lupus nephritis or chronic kidney disease, ACE inhibitors or ARBs, "
+    "calcineurin inhibitors (tacrolimus, ciclosporin, voclosporin), trimethoprim; and a haemolysed or delayed "
+    "specimen (pseudohyperkalaemia)."
+)
+
+
+def reading_verdict(reading: labs.Reading, settings: Settings) -> str:
+    """How a result was read, in words: the state, what decided it, and the cut-off used."""
+    result = reading.result
+    if reading.state == labs.HAEMOLYSED:
+        return f"haemolysed specimen ({result.haemolysed}): not a valid potassium, not graded"
+    if reading.state == labs.NOT_INTERPRETABLE:
+        return "not interpretable (no unit that can be read): not graded, never critical"
+    state = {"low": "low", "high": "high", "normal": "normal", "abnormal": "abnormal"}[reading.state]
+    if reading.critical:
+        state = f"critical {state}" if reading.state in ("low", "high") else "critical"
+    if reading.basis == "corrected":
+        limit = (f"below the default {lab_num(reading.cutoff, result.analyte)} {result.canonical_unit}"
+                 if reading.cutoff is not None else "judged against the lab's range")
+        why = f"after correction for albumin, {limit}"
+    elif reading.basis == "default" and reading.cutoff is not None:
+        side = "below" if reading.low else "at or above"
+        why = (f"{side} the default {lab_num(reading.cutoff, result.analyte)} {result.canonical_unit}, as the lab "
+               "gave neither flag nor range")
+    elif reading.basis == "default":
+        why = "by the default cut-offs, as the lab gave neither flag nor range"
+    else:
+        why = f"by {BASIS_WORDS.get(reading.basis, reading.basis)}"
+    return f"{state} ({why})"
+
+
+def reading_line(reading: labs.Reading, label: str, settings: Settings) -> str:
+    result = reading.result
+    line = lab_line(result, label)
+    if result.analyte == "magnesium" and result.canonical is not None:
+        line += f" = {num(mg_dl_to_mmol(result.canonical), 2)} mmol/L"
+    return f"{line}: {reading_verdict(reading, settings)}"
+
+
+def correction_line(correction: labs.CalciumCorrection) -> str:
+    """The albumin correction of a total calcium, with its arithmetic (10.2)."""
+    albumin = correction.albumin
+    g_dl = lab_num(correction.albumin_g_dl, "albumin", rounded=True)
+    return (
+        f"Corrected calcium = {lab_num(correction.measured_mg_dl, 'calcium', rounded=True)} + "
+        f"{labs.CALCIUM_PER_ALBUMIN:g} x ({num(labs.NORMAL_ALBUMIN_G_DL, keep=1)} - {g_dl}) = "
+        f"{lab_num(correction.corrected_mg_dl, 'calcium', rounded=True)} "
+        f"mg/dL (albumin {g_dl} g/dL on {day(albumin.when)}, {coded_text(albumin.coded)}; "
+        f"Observation/{albumin.resource_id})"
+    )
+
+
+def electrolyte_lines(finding: Finding, facts: PatientFacts, settings: Settings) -> list[str]:
+    """The electrolyte cards' data lines: each result and how it was read, the calcium correction, the
+    medicines that move potassium or magnesium (with what they do) and kidney involvement."""
+    data, lines = finding.data, []
+    readings = data.get("readings") or {}
+    for analyte, label in ELECTROLYTE_LABELS:
+        reading = readings.get(analyte)
+        if reading is None:
+            if analyte in ("potassium", "magnesium"):
+                lines.append(f"{label}: no final result in the last {settings.lab_window_days} days.")
+            continue
+        if analyte in ("potassium", "magnesium") or reading.state != labs.NORMAL:
+            lines.append(reading_line(reading, label, settings))
+        if reading.correction is not None:
+            lines.append(correction_line(reading.correction))
+        elif analyte == "calcium" and reading.low and reading.result.coded.code not in labs.ALREADY_CORRECTED:
+            lines.append("No albumin on the same day: this total calcium is not corrected for albumin.")
+    k_high = data.get("k_high")
+    for med, effects in data.get("drug_effects", ()):
+        if effects & {"lowers-k", "lowers-mg"} or (k_high and "raises-k" in effects):
+            words = next(w for e, w in DRUG_EFFECT_WORDS if e <= effects)
+            lines.append(f"{words}: {med_line(med)}")
+    if k_high:
+        lines.append(HIGH_K_CAUSES)
+    for med in data.get("ppis", ()):
+        if med.started and (facts.now - med.started).days >= settings.ppi_long_term_days:
+            lines.append(
+                f"Long-term PPI use ({(facts.now - med.started).days // 365}+ years): the FDA advises "
+                "checking magnesium periodically, especially with diuretics."
+            )
+    if any(r.analyte == "sodium" for r in data.get("other_low", ())) and data.get("hyponatremia_drugs"):
+        lines.extend(f"Can lower sodium: {med_line(m)}" for m in data["hyponatremia_drugs"])
+    renal = data.get("renal") or {}
+    lines.extend(f"Kidney involvement: {condition_line(c)}" for c in renal.get("conditions", ()))
+    if renal.get("egfr"):
+        lines.append(lab_line(renal["egfr"], "eGFR") + f" (< {num(settings.egfr_renal_threshold)})")
     return lines
 
 
@@ -1241,7 +1542,7 @@ def build_card(
             for code, display in OVERRIDE_REASONS[TOPIC_OVERRIDES[finding.topic]]
         ],
     }
-    links = [LINKS[name].as_json() for name in link_names]
+    links = [LINKS[name].as_json() for name in link_names if LINK_WHEN.get(name, lambda _: True)(finding)]
     if finding.topic == RED_FLAG_URGENT and settings.escalation_url:
         links.insert(0, Link("Local urgent neurology escalation pathway", settings.escalation_url).as_json())
     card["links"] = links

@@ -84,6 +84,8 @@ class VS:
     POTASSIUM_ORDER = "potassium-order-codes"
     MAGNESIUM_ORDER = "magnesium-order-codes"
     CALCIUM = "calcium"
+    CALCIUM_IONIZED = "calcium-ionized"
+    ALBUMIN = "albumin"
     PHOSPHATE = "phosphate"
     SODIUM = "sodium"
     CREATININE = "creatinine"
@@ -95,6 +97,10 @@ class VS:
     THIAZIDES = "thiazides"
     PPIS = "ppis"
     CALCINEURIN_INHIBITORS = "calcineurin-inhibitors"
+    POTASSIUM_RAISING = "potassium-raising-drugs"
+    TSH_ORDER = "tsh-order-codes"
+    PTH_ORDER = "pth-order-codes"
+    VITAMIN_D_ORDER = "vitamin-d-order-codes"
     MYOTOXIC = "myotoxic-drugs"
     STEROID_MYOPATHY = "steroid-myopathy"
     BODY_WEIGHT = "body-weight"
@@ -142,6 +148,8 @@ LAB_ANALYTES: dict[str, tuple[str, str | None]] = {
     "potassium": (VS.POTASSIUM, VS.POTASSIUM_EXCLUDE),
     "magnesium": (VS.MAGNESIUM, VS.MAGNESIUM_EXCLUDE),
     "calcium": (VS.CALCIUM, None),
+    "ionized-calcium": (VS.CALCIUM_IONIZED, None),
+    "albumin": (VS.ALBUMIN, None),
     "phosphate": (VS.PHOSPHATE, None),
     "sodium": (VS.SODIUM, None),
     "creatinine": (VS.CREATININE, None),
@@ -155,6 +163,10 @@ ORDER_KINDS: dict[str, str] = {
     "magnesium": VS.MAGNESIUM_ORDER,
     "creatinine": VS.CREATININE,
     "ncs-emg": VS.NCS_EMG,
+    "albumin": VS.ALBUMIN,
+    "tsh": VS.TSH_ORDER,
+    "pth": VS.PTH_ORDER,
+    "vitamin-d": VS.VITAMIN_D_ORDER,
 }
 #: medication classes the rules read
 MEDICATION_CLASSES = (
@@ -165,6 +177,7 @@ MEDICATION_CLASSES = (
     VS.PPIS,
     VS.CALCINEURIN_INHIBITORS,
     VS.MYOTOXIC,
+    VS.POTASSIUM_RAISING,
 )
 
 #: the elements each resource type is validated with: those the rules read (validating the rest costs
@@ -334,13 +347,22 @@ class LabResult:
     status: str
     value: float | None
     unit: str | None
-    #: value in the unit the rules use (CK U/L, K mmol/L, Mg mg/dL, creatinine mg/dL); None if unknown
+    #: value in the unit the rules use (:data:`CANONICAL_UNITS`); None if the unit cannot be read
     canonical: float | None
     canonical_unit: str | None
+    #: the first interpretation code (shown on cards); ``flags`` holds every recognised
+    #: ObservationInterpretation flag (H, HH, HU, L, LL, LU, A, AA, N, <, >)
     interpretation: str | None
     ref_low: float | None
     ref_high: float | None
     resource_id: str
+    flags: tuple[str, ...] = ()
+    #: where the record says the specimen is haemolysed (Specimen.condition, interpretation, note); None if not
+    haemolysed: str | None = None
+    #: False when the value has no unit (or an unknown one) that can be read unambiguously
+    unit_interpretable: bool = True
+    #: how a missing unit was read, or why it could not be ("no unit: read as mg/dL, ...")
+    unit_note: str | None = None
 
     @property
     def is_final(self) -> bool:
@@ -446,6 +468,10 @@ class PatientFacts:
         """The newest final (or preliminary) result of ``analyte``; ``None`` if older than ``days``."""
         since = None if days is None else self.now - timedelta(days=days)
         return self.labs.latest(analyte, final=final, since=since)
+
+    def lab_on_day(self, analyte: str, when: datetime) -> LabResult | None:
+        """The newest final result of ``analyte`` taken on the calendar day of ``when`` (a same-day albumin)."""
+        return self.labs.on_day(analyte, when)
 
     def orders_of(self, kind: str) -> tuple[OrderFact, ...]:
         return tuple(o for o in self.orders if o.kind == kind)
@@ -692,57 +718,195 @@ def _symptom_match(raw: Mapping[str, Any]) -> dict[str, Coded]:
     return {}
 
 
-_QUANTITY_UNITS = {
-    # analyte -> {normalised unit -> factor to the canonical unit}
-    "ck": ({"u/l": 1.0, "iu/l": 1.0, "[iu]/l": 1.0, "ukat/l": 60.0, "µkat/l": 60.0, "μkat/l": 60.0}, "U/L"),
-    "ck-mb": ({}, None),
-    "potassium": ({"mmol/l": 1.0, "meq/l": 1.0}, "mmol/L"),
-    "magnesium": ({"mg/dl": 1.0, "mmol/l": 1 / 0.4114, "meq/l": 1 / (2 * 0.4114)}, "mg/dL"),
-    "creatinine": ({"mg/dl": 1.0, "umol/l": 1 / 88.4, "µmol/l": 1 / 88.4, "μmol/l": 1 / 88.4}, "mg/dL"),
-    "weight": ({"kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237, "lb": 0.45359237, "lbs": 0.45359237}, "kg"),
+@dataclass(frozen=True)
+class LabUnit:
+    """One unit an analyte is reported in: its factor to the analyte's canonical unit, the LOINC property it
+    belongs to, and the magnitudes a result *without* a unit plausibly has in it (see :func:`read_unitless`)."""
+
+    factor: float
+    prop: str  # "mass", "substance" or "catalytic" (LOINC property MCnc / SCnc / CCnc)
+    usual: tuple[float, float]
+
+
+MG_PER_MMOL_MG = 1 / 0.4114  # magnesium: mg/dL x 0.4114 = mmol/L (24.305 g/mol)
+MG_PER_MMOL_CA = 1 / 0.2495  # calcium: mg/dL x 0.2495 = mmol/L (40.08 g/mol)
+MG_PER_MMOL_P = 1 / 0.3229  # phosphate as P: mg/dL x 0.3229 = mmol/L (30.97 g/mol)
+
+_CK_UL = LabUnit(1.0, "catalytic", (1.0, 500_000.0))
+_CK_UKAT = LabUnit(60.0, "catalytic", (0.05, 10.0))
+#: analyte -> (canonical unit, normalised unit -> LabUnit). Usual magnitudes are chosen so that a number typical
+#: of one unit does not also pass as another: a magnesium of 0.62 is a mmol/L number, so it is not a plausible
+#: mg/dL value (CLINICAL-CONTENT 10.2), and a phosphate of 1.1 may be mmol/L or a very low mg/dL.
+ANALYTE_UNITS: dict[str, tuple[str, dict[str, LabUnit]]] = {
+    "ck": ("U/L", {"u/l": _CK_UL, "iu/l": _CK_UL, "[iu]/l": _CK_UL,
+                   "ukat/l": _CK_UKAT, "µkat/l": _CK_UKAT, "μkat/l": _CK_UKAT}),
+    "potassium": ("mmol/L", {"mmol/l": LabUnit(1.0, "substance", (1.5, 9.0)),
+                             "meq/l": LabUnit(1.0, "substance", (1.5, 9.0))}),
+    "sodium": ("mmol/L", {"mmol/l": LabUnit(1.0, "substance", (100.0, 180.0)),
+                          "meq/l": LabUnit(1.0, "substance", (100.0, 180.0))}),
+    "magnesium": ("mg/dL", {"mg/dl": LabUnit(1.0, "mass", (1.0, 6.0)),
+                            "mg/l": LabUnit(0.1, "mass", (10.0, 60.0)),
+                            "mmol/l": LabUnit(MG_PER_MMOL_MG, "substance", (0.2, 2.5)),
+                            "meq/l": LabUnit(MG_PER_MMOL_MG / 2, "substance", (2.6, 5.0))}),
+    "calcium": ("mg/dL", {"mg/dl": LabUnit(1.0, "mass", (4.0, 20.0)),
+                          "mmol/l": LabUnit(MG_PER_MMOL_CA, "substance", (0.75, 4.0)),
+                          "meq/l": LabUnit(MG_PER_MMOL_CA / 2, "substance", (4.1, 8.0))}),
+    "ionized-calcium": ("mmol/L", {"mmol/l": LabUnit(1.0, "substance", (0.3, 2.5)),
+                                   "meq/l": LabUnit(0.5, "substance", (2.6, 5.0)),
+                                   "mg/dl": LabUnit(0.2495, "mass", (2.6, 8.0))}),
+    "phosphate": ("mg/dL", {"mg/dl": LabUnit(1.0, "mass", (1.6, 15.0)),
+                            "mmol/l": LabUnit(MG_PER_MMOL_P, "substance", (0.1, 1.5))}),
+    "albumin": ("g/dL", {"g/dl": LabUnit(1.0, "mass", (1.0, 6.5)),
+                         "g/l": LabUnit(0.1, "mass", (10.0, 65.0))}),
+    "creatinine": ("mg/dL", {"mg/dl": LabUnit(1.0, "mass", (0.1, 25.0)),
+                             "umol/l": LabUnit(1 / 88.4, "substance", (26.0, 2500.0)),
+                             "µmol/l": LabUnit(1 / 88.4, "substance", (26.0, 2500.0)),
+                             "μmol/l": LabUnit(1 / 88.4, "substance", (26.0, 2500.0))}),
+    # body weight: kg and lb overlap in magnitude, so a weight without a unit is never read (no default unit)
+    "weight": ("kg", {"kg": LabUnit(1.0, "mass", (0.3, 350.0)),
+                      "g": LabUnit(0.001, "mass", (300.0, 350_000.0)),
+                      "[lb_av]": LabUnit(0.45359237, "mass", (0.7, 770.0)),
+                      "lb": LabUnit(0.45359237, "mass", (0.7, 770.0)),
+                      "lbs": LabUnit(0.45359237, "mass", (0.7, 770.0))}),
 }
+CANONICAL_UNITS = {analyte: unit for analyte, (unit, _) in ANALYTE_UNITS.items()}
+_PROPERTY_WORDS = (("[mass/volume]", "mass"), ("[moles/volume]", "substance"),
+                   ("[enzymatic activity/volume]", "catalytic"))
 
 
 def _unit_of(quantity: Mapping[str, Any]) -> str | None:
     return _clean(quantity.get("code")) or _clean(quantity.get("unit"))
 
 
-def _default_unit(analyte: str, coded: Coded) -> str | None:
-    """The unit to assume when a result has none (the LOINC property fixes it)."""
-    if analyte == "ck":
-        return "U/L"
-    if analyte == "potassium":
-        return "mmol/L"
-    if analyte == "magnesium":
-        return "mmol/L" if coded.code == "2601-3" else "mg/dL"
-    return None
+def _unit_key(unit: str | None) -> str:
+    return (unit or "").replace(" ", "").lower()
+
+
+def loinc_property(analyte: str, coded: Coded) -> str | None:
+    """The LOINC property of the result's code (mass, substance or catalytic concentration), read from the
+    display the analyte's value set records for it (the record's own display is not trusted)."""
+    valueset = LAB_ANALYTES.get(analyte, (None, None))[0]
+    display = terminology.concept_display(valueset, coded.system, coded.code) if valueset else None
+    lowered = (display or "").lower()
+    return next((prop for word, prop in _PROPERTY_WORDS if word in lowered), None)
+
+
+def read_unitless(analyte: str, value: float, coded: Coded) -> tuple[str | None, str]:
+    """The unit a result sent without one is in, and why; ``None`` when it cannot be told (10.2).
+
+    It is read only when the code's LOINC property and the value's magnitude fit exactly one unit (units
+    differing only in name, such as mmol/L and mEq/L for potassium, count as one).
+    """
+    table = ANALYTE_UNITS.get(analyte)
+    if table is None:
+        return None, "no unit"
+    prop = loinc_property(analyte, coded)
+    props = {u.prop for u in table[1].values()}
+    if prop is None and len(props) == 1:
+        prop = next(iter(props))
+    if prop is None:
+        return None, "no unit, and the code does not say whether it is a mass or substance concentration"
+    fits = {name: u for name, u in table[1].items() if u.prop == prop and u.usual[0] <= value <= u.usual[1]}
+    factors = {round(u.factor, 9) for u in fits.values()}
+    if len(factors) == 1:
+        name = next(iter(fits))
+        return name, f"no unit: read as {_DISPLAY_UNITS.get(name, name)} ({prop} concentration code, magnitude)"
+    if not fits:
+        return None, f"no unit, and {num_text(value)} is not a plausible value for a {prop} concentration code"
+    return None, f"no unit, and {num_text(value)} fits more than one unit"
+
+
+_DISPLAY_UNITS = {"mg/dl": "mg/dL", "mmol/l": "mmol/L", "meq/l": "mEq/L", "g/dl": "g/dL", "g/l": "g/L",
+                  "u/l": "U/L", "ukat/l": "ukat/L", "mg/l": "mg/L", "umol/l": "umol/L"}
+
+
+def num_text(value: float) -> str:
+    return f"{value:g}"
 
 
 def to_canonical(
     analyte: str, value: float | None, unit: str | None, coded: Coded
 ) -> tuple[float | None, str | None]:
-    table = _QUANTITY_UNITS.get(analyte)
+    """``value`` in the analyte's canonical unit, and that unit; ``(None, None)`` when the unit is unknown.
+    Analytes without a unit table (eGFR, CK-MB) are passed through unconverted."""
     if value is None:
         return None, None
+    table = ANALYTE_UNITS.get(analyte)
     if table is None:
         return value, unit
-    factors, canonical_unit = table
-    if canonical_unit is None:
-        return value, unit
-    unit = unit or _default_unit(analyte, coded)
-    factor = factors.get((unit or "").replace(" ", "").lower())
-    if factor is None:
+    canonical_unit, units = table
+    found = units.get(_unit_key(unit)) if unit else None
+    if found is None:
         return None, None
-    return value * factor, canonical_unit
+    return value * found.factor, canonical_unit
 
 
-def _interpretation(raw: Mapping[str, Any]) -> str | None:
+# --- haemolysis --------------------------------------------------------------------------------------
+
+V2_SPECIMEN_CONDITION = "http://terminology.hl7.org/CodeSystem/v2-0493"
+_HAEMOLYSIS = re.compile(r"ha?emoly[sz]", re.IGNORECASE)
+_NOT_HAEMOLYSED = re.compile(
+    r"\b(no|not|non|without)[\s-]*(visible\s+|significant\s+)?ha?emoly[sz]"
+    r"|ha?emoly[sz]\w*(\s+index)?\s*[:=]?\s*(none|absent|negative|not\s+(detected|seen|present))",
+    re.IGNORECASE,
+)
+
+
+def _says_haemolysed(text: Any) -> bool:
+    return isinstance(text, str) and bool(_HAEMOLYSIS.search(text)) and not _NOT_HAEMOLYSED.search(text)
+
+
+def _concept_haemolysed(concept: Any) -> bool:
+    for coding in codings(concept):
+        if (_clean(coding.get("system")), (_clean(coding.get("code")) or "").upper()) == (V2_SPECIMEN_CONDITION, "HEM"):
+            return True
+        if _says_haemolysed(coding.get("display")) or _says_haemolysed(coding.get("code")):
+            return True
+    return isinstance(concept, Mapping) and _says_haemolysed(concept.get("text"))
+
+
+def haemolysis(raw: Mapping[str, Any], specimens: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """Where the record says the specimen of this result is haemolysed (a haemolysed specimen is not a
+    valid potassium); ``None`` when nothing does. Reads the Specimen (contained, or sent in prefetch) its
+    ``condition``, the result's interpretation and its notes."""
+    reference = reference_of(raw.get("specimen")) if isinstance(raw.get("specimen"), Mapping) else None
+    specimen: Any = None
+    if isinstance(reference, str) and reference.startswith("#"):
+        specimen = next((c for c in as_list(raw.get("contained")) if isinstance(c, Mapping)
+                         and c.get("resourceType") == "Specimen" and c.get("id") == reference[1:]), None)
+    elif isinstance(reference, str):
+        specimen = specimens.get("/".join(reference.rstrip("/").split("/")[-2:]))
+    if isinstance(specimen, Mapping):
+        if any(_concept_haemolysed(c) for c in as_list(specimen.get("condition"))):
+            return f"Specimen {reference} condition: haemolysed"
+        if any(isinstance(n, Mapping) and _says_haemolysed(n.get("text")) for n in as_list(specimen.get("note"))):
+            return f"Specimen {reference} note: haemolysed"
+    if any(_concept_haemolysed(c) for c in as_list(raw.get("interpretation"))):
+        return "interpretation: haemolysed"
+    for note in as_list(raw.get("note")):
+        if isinstance(note, Mapping) and _says_haemolysed(note.get("text")):
+            return f"note: \u201c{str(note['text']).strip()[:80]}\u201d"
+    return None
+
+
+#: ObservationInterpretation (v3) / HL7 v2 table 0078 abnormal flags the rules read
+KNOWN_FLAGS = frozenset({"H", "HH", "HU", "L", "LL", "LU", "A", "AA", "N", "<", ">"})
+
+
+def _flags(raw: Mapping[str, Any]) -> tuple[tuple[str, ...], str | None]:
+    """(every recognised abnormal flag, the first interpretation code of any kind)."""
+    flags: list[str] = []
+    first = None
     for concept in as_list(raw.get("interpretation")):
         for coding in codings(concept):
             code = _clean(coding.get("code"))
-            if code:
-                return code.upper()
-    return None
+            if not code:
+                continue
+            code = code.upper()
+            first = first or code
+            if code in KNOWN_FLAGS and code not in flags:
+                flags.append(code)
+    return tuple(flags), (flags[0] if flags else first)
 
 
 def _reference_limits(
@@ -768,12 +932,25 @@ def _reference_limits(
     return None, None
 
 
-def _lab_from_model(analyte: str, raw: Mapping[str, Any], model: Any, coded: Coded) -> LabResult:
+def _lab_from_model(
+    analyte: str, raw: Mapping[str, Any], model: Any, coded: Coded,
+    specimens: Mapping[str, Mapping[str, Any]] | None = None,
+) -> LabResult:
     quantity = model.valueQuantity
     value = float(quantity.value) if quantity is not None and quantity.value is not None else None
     unit = (quantity.code or quantity.unit) if quantity is not None else None
-    canonical, canonical_unit = to_canonical(analyte, value, unit, coded)
-    low, high = _reference_limits(analyte, raw, unit, coded)
+    unit_note = None
+    read_unit = unit
+    if value is not None and not unit and analyte in ANALYTE_UNITS:
+        read_unit, unit_note = read_unitless(analyte, value, coded)
+    elif value is not None and unit and analyte in ANALYTE_UNITS and _unit_key(unit) not in ANALYTE_UNITS[analyte][1]:
+        unit_note = f"unit {unit!r} is not one this service reads for {analyte}"
+    if analyte in ANALYTE_UNITS and not read_unit:
+        canonical, canonical_unit = None, None
+    else:
+        canonical, canonical_unit = to_canonical(analyte, value, read_unit, coded)
+    low, high = _reference_limits(analyte, raw, read_unit, coded)
+    flags, first = _flags(raw)
     return LabResult(
         analyte=analyte,
         coded=coded,
@@ -783,10 +960,14 @@ def _lab_from_model(analyte: str, raw: Mapping[str, Any], model: Any, coded: Cod
         unit=unit,
         canonical=canonical,
         canonical_unit=canonical_unit,
-        interpretation=_interpretation(raw),
+        interpretation=first,
         ref_low=low,
         ref_high=high,
         resource_id=str(raw.get("id", "")),
+        flags=flags,
+        haemolysed=haemolysis(raw, specimens or {}),
+        unit_interpretable=value is None or canonical is not None,
+        unit_note=unit_note,
     )
 
 
@@ -882,23 +1063,40 @@ class LabResults:
     Answers are memoised, so the snapshot still never changes.
     """
 
-    def __init__(self, candidates: Candidates, notes: list[str]):
+    def __init__(self, candidates: Candidates, notes: list[str],
+                 specimens: Mapping[str, Mapping[str, Any]] | None = None):
         self._candidates = candidates
         self._notes = notes
+        self._specimens = specimens or {}  # "Specimen/id" -> raw Specimen sent in prefetch
         self._sorted: dict[str, list[tuple[datetime, Mapping[str, Any], Coded]]] = {}
         self._validated: dict[int, LabResult | None] = {}  # id(raw) -> result, or None if invalid
 
     def analytes(self) -> tuple[str, ...]:
         return tuple(self._candidates)
 
-    def latest(self, analyte: str, *, final: bool, since: datetime | None = None) -> LabResult | None:
-        """The newest valid final (``final=True``) or preliminary result of ``analyte``; ``None`` if
-        there is none, or if the newest is older than ``since``."""
+    def _newest_first(self, analyte: str) -> list[tuple[datetime, Mapping[str, Any], Coded]]:
         found = self._sorted.get(analyte)
         if found is None:
             found = self._sorted[analyte] = sorted(
                 self._candidates.get(analyte, ()), key=lambda c: c[0], reverse=True)
-        for when, raw, coded in found:
+        return found
+
+    def on_day(self, analyte: str, when: datetime) -> LabResult | None:
+        """The newest valid final result of ``analyte`` taken on the calendar day of ``when``."""
+        for taken, raw, coded in self._newest_first(analyte):
+            if raw.get("status") not in FINAL_STATUSES or taken.date() > when.date():
+                continue
+            if taken.date() < when.date():
+                return None  # the rest are older still
+            result = self._result(analyte, raw, coded)
+            if result is not None:
+                return result
+        return None
+
+    def latest(self, analyte: str, *, final: bool, since: datetime | None = None) -> LabResult | None:
+        """The newest valid final (``final=True``) or preliminary result of ``analyte``; ``None`` if
+        there is none, or if the newest is older than ``since``."""
+        for when, raw, coded in self._newest_first(analyte):
             if (raw.get("status") in FINAL_STATUSES) is not final:
                 continue
             if since is not None and when < since:
@@ -916,7 +1114,7 @@ class LabResults:
                 self._notes.append(f"Observation/{raw.get('id', '?')} skipped: not valid FHIR R4 ({problem})")
                 self._validated[key] = None
             else:
-                self._validated[key] = _lab_from_model(analyte, raw, model, coded)
+                self._validated[key] = _lab_from_model(analyte, raw, model, coded, self._specimens)
         return self._validated[key]
 
 
@@ -1239,4 +1437,5 @@ def build_facts(request: HookRequest, gate: Callable[[PatientFacts], bool] | Non
         return facts
     orders = tuple(build_orders(sources, notes))
     meds = build_medications(sources, request.now, notes)
-    return replace(facts, labs=LabResults(lab_candidates, notes), orders=orders, medications=meds)
+    specimens = {f"Specimen/{raw['id']}": raw for raw, _ in sources.of("Specimen") if isinstance(raw.get("id"), str)}
+    return replace(facts, labs=LabResults(lab_candidates, notes, specimens), orders=orders, medications=meds)

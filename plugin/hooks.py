@@ -102,7 +102,8 @@ def prefetch_templates() -> dict[str, str]:
     creatinine) cannot push the others off the first page."""
     patient = PATIENT_PARAM
     symptom_sets = [VS.SYMPTOM_OBSERVATION_CODE, *SYMPTOM_VALUESETS]  # what the facts read, no more
-    order_sets = [VS.CK_ORDER, VS.POTASSIUM_ORDER, VS.MAGNESIUM_ORDER, VS.CREATININE, VS.NCS_EMG]
+    order_sets = [VS.CK_ORDER, VS.POTASSIUM_ORDER, VS.MAGNESIUM_ORDER, VS.CREATININE, VS.NCS_EMG, VS.ALBUMIN,
+                  VS.TSH_ORDER, VS.PTH_ORDER, VS.VITAMIN_D_ORDER]
     templates = {
         "patient": "Patient/{{context.patientId}}",
         # all Conditions: few per patient, every rule reads them, and a code list would exceed the URL limit
@@ -111,8 +112,11 @@ def prefetch_templates() -> dict[str, str]:
         "potassium": observation_search(code_param([VS.POTASSIUM], [LOINC], [VS.POTASSIUM_EXCLUDE]), 20),
         "magnesium": observation_search(code_param([VS.MAGNESIUM], [LOINC], [VS.MAGNESIUM_EXCLUDE]), 20),
         "otherElectrolytes": observation_search(
-            code_param([VS.CALCIUM, VS.PHOSPHATE, VS.SODIUM], [LOINC]), 30
+            code_param([VS.CALCIUM, VS.CALCIUM_IONIZED, VS.PHOSPHATE, VS.SODIUM], [LOINC]), 30
         ),
+        # albumin corrects a same-day total calcium (10.2): its own key, so frequent albumins cannot push the
+        # calcium off the first page of otherElectrolytes
+        "albumin": observation_search(code_param([VS.ALBUMIN], [LOINC]), 10),
         "renal": observation_search(code_param([VS.CREATININE, VS.EGFR], [LOINC]), 20),
         # a child's steroid dose per kg needs only the newest weight
         "bodyWeight": observation_search(code_param([VS.BODY_WEIGHT], [LOINC]), 5),

@@ -128,18 +128,24 @@ RULEBOOK: tuple[RuleSpec, ...] = (
         when=(
             "No final total-CK result within the lab window and no CK order pending (draftOrders, or an "
             "active/draft/on-hold ServiceRequest authored within the lab window); CK-MB does not count.",
-            "OR the latest final CK within the window is above ULN (lab reference range high, else the "
-            "default "
-            "for the patient's sex; unknown sex uses the lower limit). ukat/L is converted x60.",
+            "OR the latest final CK within the window is above the limit: the lab's flag first (H, HH, HU: "
+            "elevated even below the default ULN; N, L: not), else above the lab's reference range high, else "
+            "above the default for the patient's sex (unknown sex: the lower limit). ukat/L is converted x60.",
+            "OR the latest final CK has no unit that can be read (no unit, and its magnitude fits neither U/L "
+            "nor ukat/L unambiguously).",
         ),
         then=(
             "No CK: info card with a draft CK order (warning if weakness or myalgia is also recorded; "
             "'monitor' wording if myositis is known; 'repeat' wording if an older CK exists).",
-            "CK > ULN: warning 'evaluate for lupus myositis'; >= marked multiple: also suggests creatinine "
-            "(if none within the creatinine window) and urinalysis; >= critical multiple: critical "
-            "'possible rhabdomyolysis'. The detail names current medicines that cause a toxic myopathy "
-            "(statins, hydroxychloroquine/chloroquine, colchicine) as a cause to weigh.",
-            "CK <= ULN: no CK card; the value is shown in the other cards.",
+            "CK above the limit and below the marked multiple: warning 'possible lupus myositis' with draft "
+            "orders for a repeat CK in 48-72 h (no strenuous exercise or IM injections before) and a TSH "
+            "(unless pending); the detail adds a myositis work-up by rheumatology if CK stays high.",
+            ">= marked multiple (or flagged HH): also suggests creatinine (if none within the creatinine window) "
+            "and urinalysis; >= critical multiple: critical 'possible rhabdomyolysis'.",
+            "A current statin, hydroxychloroquine/chloroquine or colchicine (toxic myopathy) is named in the "
+            "summary: 'drug myopathy or lupus myositis?'.",
+            "CK unreadable: info card 'not interpretable, check the lab report'; never graded, never critical.",
+            "CK within the limit: no CK card; the value is shown in the other cards.",
             "A known steroid myopathy (SNOMED 26715006, or G72.0 with T38.0X5-) is not known myositis: it is "
             "named as context (its CK is usually normal) and keeps the 'screen' wording.",
             "A child (younger than the child age, from Patient.birthDate): the card says adult CK ranges do not "
@@ -159,6 +165,7 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "ck-total",
             "ck-mb",
             "ck-order-codes",
+            "tsh-order-codes",
             "myositis",
             "steroid-myopathy",
             "glucocorticoid-adverse-effect",
@@ -172,41 +179,55 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "Statins, hydroxychloroquine and colchicine cause toxic (neuro)myopathy (CPIC drug table; "
             "plugin/valuesets/myotoxic-drugs.json).",
             "Rhabdomyolysis: CK > 5x ULN (RCEM / StatPearls); 10x ULN stricter threshold.",
-            "Mayo CK reference ranges; exercise and IM injections raise CK.",
+            "Mayo CK reference ranges; exercise and IM injections raise CK for days, hypothyroidism raises CK.",
         ),
         links=("eular-acr-2017", "mayo-ck", "statpearls-rhabdo"),
     ),
     RuleSpec(
         id="electrolytes",
-        title="Potassium and magnesium (plus lab-flagged calcium, phosphate, sodium)",
+        title="Potassium and magnesium; calcium, phosphate and sodium",
         when=(
-            "Latest final potassium (serum/plasma/blood codes; RBC and mass-unit codes excluded) or "
-            "magnesium "
-            "(mg/dL, mmol/L or mEq/L; RBC excluded) within the lab window is low: the lab's L/LL flag, "
-            "else "
-            "below the lab's low limit, else below the default cut-off.",
-            "OR no potassium or no magnesium result within the lab window (checked separately: BMP/CMP "
-            "have "
+            "Every result is read the same way (plugin/labs.py): a result with no readable unit is not "
+            "interpretable (never critical); else the lab's flag (H, HH, HU, L, LL, LU, A, AA, N) first, else the "
+            "lab's reference range, else the default cut-off; LL/HH/AA or a critical cut-off is critical.",
+            "Potassium (serum/plasma/blood codes; RBC and mass-unit codes excluded): low below the default, high "
+            "at or above it; a haemolysed specimen (Specimen.condition HEM or text, interpretation, or a note "
+            "saying haemolysed) is not a valid potassium.",
+            "Magnesium (mg/dL, mmol/L or mEq/L; RBC excluded) low; total calcium low after correction for a "
+            "same-day albumin (Ca + 0.8 x (4.0 - albumin g/dL)), ionized calcium low; phosphate or sodium low.",
+            "OR no usable potassium or magnesium result within the lab window (checked separately: BMP/CMP have "
             "no magnesium) and none pending.",
-            "Calcium, phosphate or sodium count only when the lab flags them low.",
         ),
         then=(
-            "Low: one 'abnormal electrolytes' card (warning; critical below the critical cut-offs or LL), "
-            "naming PPIs / diuretics / calcineurin inhibitors, with draft orders to recheck and for what "
-            "is "
-            "missing.",
-            "Missing only: one 'electrolyte testing' card with one draft order per missing test (info; "
-            "warning "
-            "with a K/Mg-lowering medicine or kidney involvement: lupus nephritis or CKD code, eGFR below "
-            "the "
-            "threshold).",
+            "Abnormal: one 'abnormal electrolytes' card. Critical: potassium critically low or high, magnesium "
+            "or calcium critically low. Warning: low or high potassium, low magnesium, low calcium (possible "
+            "tetany with twitching). Info: low phosphate or sodium (warning when severe).",
+            "Draft orders: recheck what is abnormal, redraw a haemolysed potassium, order what is missing; with "
+            "low calcium: albumin (if none that day), magnesium (if none), PTH and 25-OH vitamin D.",
+            "A high potassium names the usual causes in SLE: lupus nephritis / CKD, ACE inhibitors or ARBs, "
+            "calcineurin inhibitors, trimethoprim (those on record are listed).",
+            "Medicines listed with what they do: loop and thiazide diuretics lower K and Mg; PPIs lower Mg; "
+            "calcineurin inhibitors lower Mg, RAISE K and cause tremor; fludrocortisone/hydrocortisone lower K.",
+            "Missing or unusable only: one 'electrolyte testing' card with one draft order per test (info; "
+            "warning with a K/Mg-lowering medicine or kidney involvement: lupus nephritis or CKD code, eGFR below "
+            "the threshold). The FDA PPI notice is linked only when a PPI is current.",
         ),
         settings=(
             "lab_window_days",
             "hypokalemia_mmol_l",
             "hypokalemia_critical_mmol_l",
+            "hyperkalemia_mmol_l",
+            "hyperkalemia_critical_mmol_l",
             "hypomagnesemia_mg_dl",
             "hypomagnesemia_critical_mg_dl",
+            "hypocalcemia_mg_dl",
+            "hypocalcemia_critical_mg_dl",
+            "ionized_hypocalcemia_mmol_l",
+            "ionized_hypocalcemia_critical_mmol_l",
+            "hypophosphatemia_mg_dl",
+            "hypophosphatemia_critical_mg_dl",
+            "hyponatremia_mmol_l",
+            "hyponatremia_critical_mmol_l",
             "egfr_renal_threshold",
             "renal_lab_days",
             "ppi_long_term_days",
@@ -219,6 +240,10 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "potassium-order-codes",
             "magnesium-order-codes",
             "calcium",
+            "calcium-ionized",
+            "albumin",
+            "pth-order-codes",
+            "vitamin-d-order-codes",
             "phosphate",
             "sodium",
             "egfr",
@@ -228,13 +253,25 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "thiazides",
             "ppis",
             "calcineurin-inhibitors",
+            "potassium-raising-drugs",
         ),
         evidence=(
-            "StatPearls hypokalaemia (< 3.5 mmol/L; severe < 2.5).",
+            "StatPearls hypokalaemia (< 3.5 mmol/L; severe < 2.5): weakness and cramps.",
             "Hypomagnesaemia < 1.7 mg/dL = 0.70 mmol/L (StatPearls uses 1.46 mg/dL); lab flag first.",
+            "UK Kidney Association 2023 acute hyperkalaemia guideline (>= 5.5 mmol/L; ECG from 6.0).",
+            "StatPearls hypocalcaemia (8.5-10.5 mg/dL; 0.8 mg/dL per g/dL albumin; PTH, vitamin D, magnesium).",
+            "Each default cut-off's source is printed with its setting below.",
+            "Calcineurin inhibitors: hyperkalaemia, hypomagnesaemia, tremor (Farouk SS et al., Adv Chronic Kidney "
+            "Dis 2020;27:56-66, doi:10.1053/j.ackd.2019.08.006).",
             "FDA 2011 drug safety communication: PPIs and hypomagnesaemia.",
         ),
-        links=("statpearls-hypokalemia", "statpearls-hypomagnesemia", "fda-ppi-2011"),
+        links=(
+            "statpearls-hypokalemia",
+            "statpearls-hypomagnesemia",
+            "statpearls-hypocalcemia",
+            "ukka-hyperkalaemia",
+            "fda-ppi-2011",
+        ),
     ),
     RuleSpec(
         id="steroid",
@@ -380,7 +417,8 @@ def _setting_line(name: str, settings: Settings) -> str:
         if isinstance(value, float)
         else str(value)
     )
-    return f"{spec.key} = {shown}: {spec.description}"
+    source = f" Source: {spec.source}." if spec.source else ""
+    return f"{spec.key} = {shown}: {spec.description}{source}"
 
 
 def format_rulebook(config: Mapping[str, Any] | None = None) -> str:

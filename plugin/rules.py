@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from . import medications, terminology, timeline
+from . import labs, medications, terminology, timeline
 from .facts import VS, ConditionFact, LabResult, MedicationFact, OrderFact, PatientFacts, SymptomFact
 from .fhirdata import within_days
 from .settings import Settings
@@ -33,8 +33,6 @@ NCS_EMG = "ncs-emg"
 
 SLE_CLINICAL_STATUSES = frozenset({"active", "recurrence", "relapse"})
 NOT_ESTABLISHED = frozenset({"unconfirmed", "provisional", "differential"})
-LOW_FLAGS = frozenset({"L", "LL", "LU", "<"})
-CRITICAL_LOW_FLAGS = frozenset({"LL"})
 #: lab orders count as pending in these statuses (completed orders should have a result instead)
 PENDING_STATUSES = frozenset({"draft", "active", "on-hold"})
 #: RxNorm ingredients that lower potassium although not in the diuretic/PPI/CNI classes
@@ -177,22 +175,6 @@ def ingredient_ids(med: MedicationFact) -> frozenset[str]:
     return frozenset(str(getattr(i, "rxcui", "")) for i in getattr(med.info, "ingredients", ()) or ())
 
 
-def is_low(result: LabResult, default_cutoff: float | None) -> bool:
-    """Low by the lab's flag, else below the lab's low limit, else below the default cut-off."""
-    if result.interpretation in LOW_FLAGS:
-        return True
-    if result.canonical is None:
-        return False
-    cutoff = result.ref_low if result.ref_low is not None else default_cutoff
-    return cutoff is not None and result.canonical < cutoff
-
-
-def is_critical_low(result: LabResult, critical_cutoff: float | None) -> bool:
-    if result.interpretation in CRITICAL_LOW_FLAGS:
-        return True
-    return result.canonical is not None and critical_cutoff is not None and result.canonical < critical_cutoff
-
-
 def ck_uln(result: LabResult | None, facts: PatientFacts, settings: Settings) -> tuple[float, str]:
     """CK upper limit of normal and where it came from: the lab's range, else the default for sex."""
     if result is not None and result.ref_high:
@@ -269,7 +251,7 @@ def renal_involvement(facts: PatientFacts, settings: Settings) -> dict[str, Any]
 
 
 def ck_rule(facts: PatientFacts, settings: Settings) -> Finding | None:
-    """5.1 CK testing / myositis."""
+    """5.1 CK testing / myositis, with the lab's flag first (10.2) and next steps below 5x ULN (10.5)."""
     window = settings.lab_window_days
     recent = latest_final(facts, "ck", window)
     previous = latest_final(facts, "ck")
@@ -280,18 +262,22 @@ def ck_rule(facts: PatientFacts, settings: Settings) -> Finding | None:
     data: dict[str, Any] = {"myositis": myositis, "supporting": supporting}
 
     if recent is not None:
-        if recent.canonical is None:
-            return None  # unit we cannot read: counted as checked, shown in other cards, not graded
+        if not recent.unit_interpretable:
+            # a number we cannot read is not a CK: say so (never graded, never critical)
+            data.update(ck=recent)
+            return Finding("ck", CK_TESTING, INFO, "ck-not-interpretable", data)
         uln, uln_source = ck_uln(recent, facts, settings)
-        if recent.canonical <= uln:
+        if not labs.ck_elevated(recent, uln):
             return None
-        ratio = recent.canonical / uln
-        # Statins, hydroxychloroquine and colchicine cause a toxic myopathy (section 3.1): a cause to
-        # weigh before lupus myositis, named in the detail.
+        ratio = float(recent.canonical or 0) / uln
+        # Statins, hydroxychloroquine and colchicine cause a toxic myopathy (section 3.1): a cause to weigh
+        # before lupus myositis, named in the summary (10.5).
         data.update(ck=recent, uln=uln, uln_source=uln_source, ratio=ratio,
+                    flagged_high=bool(set(recent.flags) & (labs.HIGH_FLAGS | {"HH"})),
                     myotoxic=current_medications(facts, VS.MYOTOXIC))
+        marked = ratio >= settings.ck_marked_multiple or "HH" in recent.flags
         orders: tuple[str, ...] = ()
-        if ratio >= settings.ck_marked_multiple:
+        if marked:
             creatinine = latest_final(facts, "creatinine", settings.rhabdo_creatinine_days)
             data["creatinine"] = creatinine
             wanted = (
@@ -300,10 +286,17 @@ def ck_rule(facts: PatientFacts, settings: Settings) -> Finding | None:
                 else ["creatinine"]
             )
             orders = (*wanted, "urinalysis")
+        drug = "-drug" if data["myotoxic"] else ""  # the summary names the medicine
         if ratio >= settings.ck_critical_multiple:
             return Finding("ck", CK_ELEVATED, CRITICAL, "ck-rhabdo", data, orders)
-        variant = "ck-marked" if ratio >= settings.ck_marked_multiple else "ck-elevated"
-        return Finding("ck", CK_ELEVATED, WARNING, variant, data, orders)
+        if marked:
+            return Finding("ck", CK_ELEVATED, WARNING, f"ck-marked{drug}", data, orders)
+        # below 5x ULN: confirm before a work-up (repeat after 48-72 h without exercise or injections; TSH,
+        # as hypothyroidism raises CK); the myositis work-up itself belongs to rheumatology (detail)
+        orders = tuple(
+            key for key, kind in (("ck-repeat", "ck"), ("tsh", "tsh")) if not pending_orders(facts, kind, window)
+        )
+        return Finding("ck", CK_ELEVATED, WARNING, f"ck-elevated{drug}", data, orders)
 
     pending = pending_orders(facts, "ck", window)
     if pending:
@@ -322,89 +315,173 @@ def ck_rule(facts: PatientFacts, settings: Settings) -> Finding | None:
 
 # ------------------------------------------------------------------------------------- electrolytes
 
+#: what a medicine class does to the electrolytes, for the card lines (10.5: calcineurin inhibitors lower
+#: magnesium and RAISE potassium, and cause tremor; Farouk et al. 2020)
+LOWERS_K, LOWERS_MG, RAISES_K, TREMOR = "lowers-k", "lowers-mg", "raises-k", "tremor"
+DRUG_EFFECTS: dict[str, frozenset[str]] = {
+    VS.LOOP_DIURETICS: frozenset({LOWERS_K, LOWERS_MG}),
+    VS.THIAZIDES: frozenset({LOWERS_K, LOWERS_MG}),
+    VS.PPIS: frozenset({LOWERS_MG}),
+    VS.CALCINEURIN_INHIBITORS: frozenset({LOWERS_MG, RAISES_K, TREMOR}),
+    VS.POTASSIUM_RAISING: frozenset({RAISES_K}),
+}
+
+
+def electrolyte_drugs(facts: PatientFacts) -> tuple[tuple[MedicationFact, frozenset[str]], ...]:
+    """Current medicines that move potassium or magnesium, each with what it does."""
+    effects: dict[MedicationFact, set[str]] = {}
+    for cls, does in DRUG_EFFECTS.items():
+        for med in current_medications(facts, cls):
+            effects.setdefault(med, set()).update(does)
+    for med in current_medications(facts, VS.SYSTEMIC_CORTICOSTEROIDS):
+        if ingredient_ids(med) & K_LOWERING_STEROID_INGREDIENTS:
+            effects.setdefault(med, set()).add(LOWERS_K)
+    return tuple((med, frozenset(does)) for med, does in effects.items())
+
 
 def electrolyte_risks(facts: PatientFacts, settings: Settings) -> dict[str, Any]:
-    """K/Mg-lowering medicines and renal involvement (the context that raises the order card to warning)."""
-    drugs: list[MedicationFact] = []
-    for cls in (VS.LOOP_DIURETICS, VS.THIAZIDES, VS.PPIS, VS.CALCINEURIN_INHIBITORS):
-        drugs.extend(current_medications(facts, cls))
-    drugs.extend(
-        m
-        for m in current_medications(facts, VS.SYSTEMIC_CORTICOSTEROIDS)
-        if ingredient_ids(m) & K_LOWERING_STEROID_INGREDIENTS
-    )
-    return {"drugs": tuple(dict.fromkeys(drugs)), "renal": renal_involvement(facts, settings)}
+    """K/Mg-lowering medicines and renal involvement (the context that raises the order card to warning), and
+    every medicine that moves K or Mg with what it does (potassium raisers are named with a high K)."""
+    effects = electrolyte_drugs(facts)
+    return {
+        "drugs": tuple(med for med, does in effects if does & {LOWERS_K, LOWERS_MG}),
+        "drug_effects": effects,
+        "renal": renal_involvement(facts, settings),
+    }
+
+
+def _redraw_keys(redraw: tuple[str, ...], haemolysed: bool) -> tuple[str, ...]:
+    """The orderables for results that must be taken again (a haemolysed potassium is a redraw)."""
+    return tuple("potassium-redraw" if a == "potassium" and haemolysed else a for a in redraw)
+
+
+def _pending(facts: PatientFacts, kind: str, window: float) -> bool:
+    return bool(pending_orders(facts, kind, window))
 
 
 def electrolyte_rule(facts: PatientFacts, settings: Settings) -> Finding | None:
-    """5.2 Electrolytes: low K / Mg (and lab-flagged low Ca, phosphate, Na), or missing K / Mg."""
+    """5.2 and 10.2 Electrolytes: low or high K, low Mg, low (corrected) Ca, low phosphate or Na; a haemolysed
+    or unreadable K / Mg; or no K / Mg at all."""
     window = settings.lab_window_days
     potassium = latest_final(facts, "potassium", window)
     magnesium = latest_final(facts, "magnesium", window)
-    data: dict[str, Any] = {"potassium": potassium, "magnesium": magnesium}
+    calcium = latest_final(facts, "calcium", window)
+    albumin = facts.lab_on_day("albumin", calcium.when) if calcium is not None else None
+    readings: dict[str, labs.Reading] = {}
+    if potassium is not None:
+        readings["potassium"] = labs.potassium_reading(potassium, settings)
+    if magnesium is not None:
+        readings["magnesium"] = labs.magnesium_reading(magnesium, settings)
+    if calcium is not None:
+        readings["calcium"] = labs.calcium_reading(calcium, albumin, settings)
+    for analyte, read in (("ionized-calcium", labs.ionized_calcium_reading), ("phosphate", labs.phosphate_reading),
+                          ("sodium", labs.sodium_reading)):
+        result = latest_final(facts, analyte, window)
+        if result is not None:
+            readings[analyte] = read(result, settings)
 
-    k_low = potassium is not None and is_low(potassium, settings.hypokalemia_mmol_l)
-    k_critical = k_low and is_critical_low(potassium, settings.hypokalemia_critical_mmol_l)
-    mg_low = magnesium is not None and is_low(magnesium, settings.hypomagnesemia_mg_dl)
-    mg_critical = mg_low and is_critical_low(magnesium, settings.hypomagnesemia_critical_mg_dl)
-    others = tuple(
-        r
-        for r in (latest_final(facts, a, window) for a in ("calcium", "phosphate", "sodium"))
-        if r is not None and is_low(r, None)
-    )
-    data["other_low"] = others
-    data["ppis"] = current_medications(facts, VS.PPIS)
-    data["hyponatremia_drugs"] = tuple(
-        m
-        for m in current_medications(facts, VS.ANTICONVULSANTS) + current_medications(facts, VS.THIAZIDES)
-        if ingredient_ids(m) & HYPONATREMIA_INGREDIENTS or VS.THIAZIDES in m.classes
-    )
+    k, mg = readings.get("potassium"), readings.get("magnesium")
+    k_low, k_high = bool(k and k.low), bool(k and k.high)
+    k_critical = bool(k and k.critical and (k.low or k.high))
+    mg_low = bool(mg and mg.low)
+    mg_critical = mg_low and bool(mg and mg.critical)
+    calcium_low = tuple(readings[a] for a in ("calcium", "ionized-calcium") if a in readings and readings[a].low)
+    ca_critical = any(r.critical for r in calcium_low)
+    others = tuple(readings[a] for a in ("phosphate", "sodium") if a in readings and readings[a].low)
+    haemolysed = bool(k and k.state == labs.HAEMOLYSED)
+    unreadable = tuple(r for r in readings.values() if r.state == labs.NOT_INTERPRETABLE)
 
+    data: dict[str, Any] = {
+        "potassium": potassium,
+        "magnesium": magnesium,
+        "readings": readings,
+        "k_low": k_low,
+        "k_high": k_high,
+        "k_critical": k_critical,
+        "k_haemolysed": haemolysed,
+        "mg_low": mg_low,
+        "mg_critical": mg_critical,
+        "calcium_low": calcium_low,
+        "ca_critical": ca_critical,
+        "other_low": tuple(r.result for r in others),
+        "other_low_readings": others,
+        "unreadable": unreadable,
+        "ppis": current_medications(facts, VS.PPIS),
+        "hyponatremia_drugs": tuple(
+            m
+            for m in current_medications(facts, VS.ANTICONVULSANTS) + current_medications(facts, VS.THIAZIDES)
+            if ingredient_ids(m) & HYPONATREMIA_INGREDIENTS or VS.THIAZIDES in m.classes
+        ),
+    }
+    # K or Mg with no usable result (none, a haemolysed specimen, a unit that cannot be read) and none ordered
     missing = tuple(
-        a
-        for a, result in (("potassium", potassium), ("magnesium", magnesium))
-        if result is None and not pending_orders(facts, a, window)
+        a for a in ("potassium", "magnesium") if a not in readings and not _pending(facts, a, window)
     )
-    data["missing"] = missing
+    redraw = tuple(
+        a for a in ("potassium", "magnesium")
+        if a in readings and not readings[a].usable and not _pending(facts, a, window)
+    )
+    data["missing"], data["redraw"] = missing, redraw
 
-    if not (k_low or mg_low or others or missing):
+    abnormal = k_low or k_high or mg_low or bool(calcium_low) or bool(others)
+    if not (abnormal or missing or redraw or unreadable):
         return None
     risks = electrolyte_risks(facts, settings)  # only now: it reads eGFR and the medicine list
     data.update(risks)
-    if k_low or mg_low or others:
-        # recheck what is low, and order what is missing, unless already ordered
-        recheck = tuple(
-            a
-            for a, low in (("potassium", k_low), ("magnesium", mg_low))
-            if low and not pending_orders(facts, a, window)
-        )
-        orders = tuple(dict.fromkeys(recheck + missing))
-        if k_critical or mg_critical:
-            indicator = CRITICAL
-        elif k_low or mg_low or any(r.interpretation in CRITICAL_LOW_FLAGS for r in others):
-            indicator = WARNING
+    if not abnormal:
+        at_risk = bool(risks["drugs"]) or bool(risks["renal"])
+        orders = tuple(dict.fromkeys(_redraw_keys(redraw, haemolysed) + missing))
+        if haemolysed:
+            variant = "k-haemolysed"
+        elif redraw or not missing:  # an unreadable K or Mg, or an unreadable calcium, phosphate or sodium
+            variant = "not-interpretable"
         else:
-            indicator = INFO
-        data.update(k_low=k_low, k_critical=k_critical, mg_low=mg_low, mg_critical=mg_critical)
-        if k_low and mg_low:
-            variant = "k-mg-low"
-        elif k_low:
-            variant = "k-critical" if k_critical else "k-low"
-        elif mg_low:
-            variant = "mg-critical" if mg_critical else "mg-low"
-        else:
-            variant = "other-low"
-        return Finding("electrolytes", ELECTROLYTE_ABNORMAL, indicator, variant, data, orders)
+            variant = {("potassium", "magnesium"): "order-k-mg", ("potassium",): "order-k",
+                       ("magnesium",): "order-mg"}[missing]
+        return Finding("electrolytes", ELECTROLYTE_TESTING, WARNING if at_risk else INFO, variant, data, orders)
 
-    # nothing low, so something is missing
-    at_risk = bool(risks["drugs"]) or bool(risks["renal"])
-    variant = {
-        ("potassium", "magnesium"): "order-k-mg",
-        ("potassium",): "order-k",
-        ("magnesium",): "order-mg",
-    }
-    indicator = WARNING if at_risk else INFO
-    return Finding("electrolytes", ELECTROLYTE_TESTING, indicator, variant[missing], data, missing)
+    # recheck what is abnormal, redraw what is unusable, order what is missing, unless already ordered
+    due = (("potassium", k_low or k_high), ("magnesium", mg_low))
+    recheck = tuple(a for a, low_or_high in due if low_or_high and not _pending(facts, a, window))
+    workup: tuple[str, ...] = ()
+    if calcium_low:
+        # low calcium with twitching can be tetany: albumin (to correct a total calcium), magnesium (low Mg
+        # lowers PTH), PTH and 25-OH vitamin D (StatPearls Hypocalcemia)
+        wanted = [] if albumin is not None or "calcium" not in readings else ["albumin"]
+        if "magnesium" not in readings:
+            wanted.append("magnesium")
+        wanted += ["pth", "vitamin-d"]
+        workup = tuple(kind for kind in wanted if not _pending(facts, kind, window))
+    orders = tuple(dict.fromkeys(recheck + _redraw_keys(redraw, haemolysed) + missing + workup))
+    if k_critical or mg_critical or ca_critical:
+        indicator = CRITICAL
+    elif k_low or k_high or mg_low or calcium_low or any(r.critical for r in others):
+        indicator = WARNING
+    else:
+        indicator = INFO
+    if k_high:
+        data["k_raising"] = tuple(med for med, does in risks["drug_effects"] if RAISES_K in does)
+    if k_high and k_critical:
+        variant = "k-high-critical"
+    elif k_low and k_critical:
+        variant = "k-critical"
+    elif ca_critical:
+        variant = "ca-critical"
+    elif mg_critical:
+        variant = "mg-critical"
+    elif calcium_low:
+        variant = "ca-low"
+    elif k_low and mg_low:
+        variant = "k-mg-low"
+    elif mg_low:
+        variant = "mg-low"
+    elif k_high:
+        variant = "k-high"
+    elif k_low:
+        variant = "k-low"
+    else:
+        variant = "other-low"
+    return Finding("electrolytes", ELECTROLYTE_ABNORMAL, indicator, variant, data, orders)
 
 
 # ------------------------------------------------------------------------------------------ steroid
@@ -576,7 +653,7 @@ def ncs_emg_rule(facts: PatientFacts, settings: Settings) -> Finding | None:
     neuropathy = tuple(c for c in facts.conditions_in(VS.PERIPHERAL_NEUROPATHY) if c.is_current)
     weakness = symptom_window(facts, settings, VS.MUSCLE_WEAKNESS)
     ck = latest_final(facts, "ck", settings.lab_window_days)
-    ck_normal = ck is not None and ck.canonical is not None and ck.canonical <= ck_uln(ck, facts, settings)[0]
+    ck_normal = ck is not None and labs.ck_elevated(ck, ck_uln(ck, facts, settings)[0]) is False
     if not (sensory or neuropathy or (weakness and ck_normal)):
         return None
     prior = prior_ncs_emg(facts, settings)

@@ -15,13 +15,21 @@ from typing import Any
 
 @dataclass(frozen=True)
 class SettingSpec:
-    """One configurable value: its key, type, default and a sentence for the README and rule book."""
+    """One configurable value: its key, type, default, a sentence for the README and rule book, and (for a
+    clinical number) the public source that states it; the rule book prints the source, and a test names it."""
 
     key: str
     kind: type
     default: Any
     description: str
+    source: str = ""
 
+
+#: the critical cut-offs of the secondary electrolytes come from one published laboratory list
+ARUP_CRITICAL_VALUES = (
+    "ARUP Laboratories Critical Values List (CORP-APPEND-0104A rev. 26, April 2017): calcium total < 6.0 mg/dL, "
+    "calcium ionized < 0.78 mmol/L, phosphorus < 1.0 mg/dL, sodium < 120 mmol/L"
+)
 
 #: attribute name -> spec. The attribute names are what the rules use.
 SETTINGS: dict[str, SettingSpec] = {
@@ -232,6 +240,113 @@ SETTINGS: dict[str, SettingSpec] = {
             ),
         ),
         (
+            "hyperkalemia_mmol_l",
+            SettingSpec(
+                "LUPUS_CDS_HYPERKALEMIA_MMOL_L",
+                float,
+                5.5,
+                "Potassium at or above this (mmol/L) is high, when the lab gives neither a flag nor a range.",
+                "UK Kidney Association, Clinical Practice Guidelines: Treatment of Acute Hyperkalaemia in Adults "
+                "(2023): hyperkalaemia is K >= 5.5 mmol/L (mild 5.5-5.9, moderate 6.0-6.4, severe >= 6.5)",
+            ),
+        ),
+        (
+            "hyperkalemia_critical_mmol_l",
+            SettingSpec(
+                "LUPUS_CDS_HYPERKALEMIA_CRITICAL_MMOL_L",
+                float,
+                6.0,
+                "Potassium at or above this (mmol/L), or flagged HH, is critical (ECG advised).",
+                "UK Kidney Association 2023 hyperkalaemia guideline: moderate hyperkalaemia from 6.0 mmol/L, when a "
+                "12-lead ECG is taken at once (NHS GGC handbook implementing it: ECG if K >= 6 mmol/L)",
+            ),
+        ),
+        (
+            "hypocalcemia_mg_dl",
+            SettingSpec(
+                "LUPUS_CDS_HYPOCALCEMIA_MG_DL",
+                float,
+                8.5,
+                "Total calcium (corrected for a same-day albumin) below this (mg/dL; 8.5 mg/dL = 2.12 mmol/L) is low, "
+                "when the lab gives neither a flag nor a range.",
+                "StatPearls, Hypocalcemia (NBK430912): total serum calcium 8.5-10.5 mg/dL (2.12-2.62 mmol/L); "
+                "0.8 mg/dL per 1 g/dL of albumin",
+            ),
+        ),
+        (
+            "hypocalcemia_critical_mg_dl",
+            SettingSpec(
+                "LUPUS_CDS_HYPOCALCEMIA_CRITICAL_MG_DL",
+                float,
+                6.0,
+                "Total calcium below this (mg/dL; 1.50 mmol/L), or flagged LL, is critical (tetany risk).",
+                ARUP_CRITICAL_VALUES,
+            ),
+        ),
+        (
+            "ionized_hypocalcemia_mmol_l",
+            SettingSpec(
+                "LUPUS_CDS_IONIZED_HYPOCALCEMIA_MMOL_L",
+                float,
+                1.12,
+                "Ionized calcium below this (mmol/L; 4.5 mg/dL) is low, when the lab gives neither a flag nor a range.",
+                "OhioHealth Laboratory Services test LAB54 Calcium, Ionized: reference 4.5-5.3 mg/dL "
+                "(= 1.12-1.32 mmol/L)",
+            ),
+        ),
+        (
+            "ionized_hypocalcemia_critical_mmol_l",
+            SettingSpec(
+                "LUPUS_CDS_IONIZED_HYPOCALCEMIA_CRITICAL_MMOL_L",
+                float,
+                0.78,
+                "Ionized calcium below this (mmol/L), or flagged LL, is critical.",
+                ARUP_CRITICAL_VALUES,
+            ),
+        ),
+        (
+            "hypophosphatemia_mg_dl",
+            SettingSpec(
+                "LUPUS_CDS_HYPOPHOSPHATEMIA_MG_DL",
+                float,
+                2.5,
+                "Phosphate below this (mg/dL; 2.5 mg/dL = 0.81 mmol/L) is low, when the lab gives neither a flag "
+                "nor a range.",
+                "StatPearls, Hypophosphatemia (NBK493172): adult serum phosphate < 2.5 mg/dL; Merck Manual "
+                "Professional, Hypophosphatemia: < 2.5 mg/dL (0.81 mmol/L), severe < 1 mg/dL (0.32 mmol/L)",
+            ),
+        ),
+        (
+            "hypophosphatemia_critical_mg_dl",
+            SettingSpec(
+                "LUPUS_CDS_HYPOPHOSPHATEMIA_CRITICAL_MG_DL",
+                float,
+                1.0,
+                "Phosphate below this (mg/dL; 0.32 mmol/L), or flagged LL, is severe: the card becomes a warning.",
+                ARUP_CRITICAL_VALUES + "; Merck Manual Professional, Hypophosphatemia (severe < 1 mg/dL)",
+            ),
+        ),
+        (
+            "hyponatremia_mmol_l",
+            SettingSpec(
+                "LUPUS_CDS_HYPONATREMIA_MMOL_L",
+                float,
+                135.0,
+                "Sodium below this (mmol/L) is low, when the lab gives neither a flag nor a range.",
+                "StatPearls, Hyponatremia (NBK470386): serum sodium < 135 mEq/L (severe < 125 mEq/L)",
+            ),
+        ),
+        (
+            "hyponatremia_critical_mmol_l",
+            SettingSpec(
+                "LUPUS_CDS_HYPONATREMIA_CRITICAL_MMOL_L",
+                float,
+                120.0,
+                "Sodium below this (mmol/L), or flagged LL, is severe: the card becomes a warning.",
+                ARUP_CRITICAL_VALUES,
+            ),
+        ),
+        (
             "egfr_renal_threshold",
             SettingSpec(
                 "LUPUS_CDS_EGFR_RENAL_THRESHOLD",
@@ -383,6 +498,16 @@ class Settings:
     hypokalemia_critical_mmol_l: float
     hypomagnesemia_mg_dl: float
     hypomagnesemia_critical_mg_dl: float
+    hyperkalemia_mmol_l: float
+    hyperkalemia_critical_mmol_l: float
+    hypocalcemia_mg_dl: float
+    hypocalcemia_critical_mg_dl: float
+    ionized_hypocalcemia_mmol_l: float
+    ionized_hypocalcemia_critical_mmol_l: float
+    hypophosphatemia_mg_dl: float
+    hypophosphatemia_critical_mg_dl: float
+    hyponatremia_mmol_l: float
+    hyponatremia_critical_mmol_l: float
     egfr_renal_threshold: float
     ppi_long_term_days: int
     steroid_target_mg: float

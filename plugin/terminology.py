@@ -200,3 +200,20 @@ def matching_coding(name: str, codeable_concept: Any) -> tuple[str, str, str | N
 def concept_in(name: str, codeable_concept: Any) -> bool:
     """Does any coding of a raw CodeableConcept belong to ValueSet ``name``?"""
     return matching_coding(name, codeable_concept) is not None
+
+
+@functools.cache
+def _displays(name: str) -> dict[tuple[str, str], str]:
+    found: dict[tuple[str, str], str] = {}
+    for include in all_valuesets()[name].get("compose", {}).get("include", []):
+        system = normalize_system(include.get("system"))
+        for concept in include.get("concept", []):
+            if isinstance(concept.get("display"), str) and system is not None:
+                found[(system, normalize_code(system, concept["code"]))] = concept["display"]
+    return found
+
+
+def concept_display(name: str, system: str | None, code: str | None) -> str | None:
+    """The display ValueSet ``name`` records for ``system|code`` (the source's display, not the record's)."""
+    system = normalize_system(system)
+    return _displays(name).get((system, normalize_code(system, code)))

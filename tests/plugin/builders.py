@@ -326,7 +326,14 @@ _OBSERVATION_KEYS = {
     "2160-0": "renal",
     "98979-8": "renal",
     "17861-6": "otherElectrolytes",
+    "2000-8": "otherElectrolytes",
+    "29265-6": "otherElectrolytes",
+    "1994-3": "otherElectrolytes",
+    "1995-0": "otherElectrolytes",
+    "17864-0": "otherElectrolytes",
     "2777-1": "otherElectrolytes",
+    "1751-7": "albumin",
+    "61151-7": "albumin",
     "2951-2": "otherElectrolytes",
     "29463-7": "bodyWeight",
     "3141-9": "bodyWeight",
@@ -340,6 +347,7 @@ _TYPE_KEYS = {
     "ServiceRequest": "serviceRequests",
     "Procedure": "procedures",
     "Medication": "medicationRequests",
+    "Specimen": "potassium",  # as an EHR would send it with the potassium it belongs to (_include)
 }
 
 

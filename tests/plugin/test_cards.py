@@ -164,6 +164,16 @@ def test_short_fallback_summaries_fit_with_wide_values():
         "taper_advice": "Continue the taper if feasible",
         "flag_words": "new weakness, loss of sensation and trouble swallowing",
         "sensory_words": "Numbness/tingling",
+        "ck_grade": "flagged high by the lab",
+        "ck_reported": "123,456 (no unit)",
+        "myotoxic": "hydroxychloroquine and atorvastatin",
+        "on_k_drug": " on sulfamethoxazole / trimethoprim",
+        "and_mg": " K+ and order Mg",
+        "unreadable": "Ionized calcium 123.45",
+        "unreadable_date": "2025-12-31",
+        "ca_value": "10.25",
+        "ca_unit": "mg/dL",
+        "ca_corrected": " (corrected)",
     }
     for variant, _full, short in card_text.all_summary_templates():
         assert len(short.format(**wide)) < 140, variant
