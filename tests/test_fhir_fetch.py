@@ -8,12 +8,11 @@ in ``test_fhir_faults.py``.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 pytest.register_assert_rewrite("fhir_testbed")
 from fhir_testbed import PROBE_TEMPLATES, ProbePlugin, hook_request, probe_result  # noqa: E402
+from readiness import wait_until  # noqa: E402
 
 from cds_hooks.auth import VerifiedClient  # noqa: E402
 
@@ -150,8 +149,8 @@ def test_an_expired_ehr_token_gives_412(make_app, short_token_fhir_server):
     ada = server.load("two-patients.json")["urn:uuid:7e57bed0-0000-4000-8000-000000000001"]
     token = server.backend_token()["access_token"]  # lives 1 s
     assert server.get(f"Patient/{ada}", token).status_code == 200
-    time.sleep(2.2)
-    assert server.get(f"Patient/{ada}", token).status_code == 401
+    wait_until(lambda: server.get(f"Patient/{ada}", token).status_code == 401, "SEKMET refuses the expired token",
+               deadline=60, interval=0.25)
     app = make_app(plugins=[ProbePlugin(TEMPLATES)], LUPUS_CDS_SANDBOX_FHIR_SERVERS=server.base_url)
     response = call(app, with_token(server, ada, token))
     assert response.status_code == 412

@@ -143,7 +143,9 @@ def test_a_slow_database_never_slows_the_caller_and_a_full_queue_drops_and_count
     started = time.perf_counter()
     for _ in range(10):
         log.issued("svc", "patient-view", _cards(3), NOW)
-    assert time.perf_counter() - started < 0.5, "enqueueing must not wait for the database"
+    # The database is stuck for 10 s: returning well before that proves nobody waited for it (the margin
+    # is for a loaded machine).
+    assert time.perf_counter() - started < 5, "enqueueing must not wait for the database"
     dropped = REGISTRY.get_sample_value("cds_issued_cards_dropped_total", {"why": "queue-full"})
     dropped -= dropped_before
     assert dropped > 0

@@ -13,25 +13,18 @@ import json
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import requests
+from readiness import free_port, wait_until
 
 from plugin import fixtures
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def lupus_cds() -> list[str]:
@@ -63,14 +56,13 @@ def sandbox(tmp_path_factory):
         process = subprocess.Popen([*lupus_cds(), "sandbox", "--port", str(port), "--fhir-port", str(fhir_port),
                                     "--sekmet", str(sekmet), "--workdir", str(workdir / "run")],
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 180
-    output = ""
-    while "is running" not in output:
-        output = log_path.read_text()
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"lupus-cds sandbox did not start:\n{output[-3000:]}", pytrace=False)
-        time.sleep(0.2)
+    try:
+        wait_until(lambda: "is running" in log_path.read_text(), "lupus-cds sandbox prints that it is running",
+                   process=process, log_path=log_path, deadline=300)
+    except AssertionError as exc:
+        process.kill()
+        pytest.fail(str(exc), pytrace=False)
+    output = log_path.read_text()
     rendered_for = re.search(r"dates rendered for (\d{4}-\d{2}-\d{2})", output).group(1)
     info = {"process": process, "log": log_path, "workdir": workdir, "service": f"http://127.0.0.1:{port}",
             "fhir": f"http://127.0.0.1:{fhir_port}/fhir", "fhir_port": fhir_port,
