@@ -547,8 +547,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        print(f"SEKMET: {ensure_sekmet()}")
-        print(f"oidc-provider: {ensure_oidc_provider()}")
+        for what, ensure in ((f"SEKMET ({SEKMET_REQUIREMENT})", ensure_sekmet),
+                             (f"oidc-provider {OIDC_PROVIDER_VERSION} (npm)", ensure_oidc_provider)):
+            started = time.monotonic()
+            print(f"{what}: {ensure()} ({time.monotonic() - started:.0f} s)", flush=True)
         if args.check:
             with tempfile.TemporaryDirectory() as scratch:
                 server = FHIRTestServer(Path(scratch) / "sekmet").start()
