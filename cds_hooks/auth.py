@@ -13,8 +13,10 @@ Trusted clients come from a JSON file (``LUPUS_CDS_CLIENTS``)::
         {"iss": "https://other.example.org", "jwks_url": "https://other.example.org/jwks.json"}
     ]}
 
-Each client has exactly one of ``jwks`` (keys exchanged out of band) or ``jwks_url`` (keys fetched
-from the client, cached, refreshed only when a token names an unknown ``kid``).
+Each client has ``jwks`` (keys exchanged out of band), ``jwks_url`` (keys fetched from the client,
+cached, refreshed only when a token names an unknown ``kid``), or both: then the keys are pinned to
+``jwks`` and never fetched (offline use), and ``jwks_url`` only names the ``jku`` its tokens may carry
+(the CDS Hooks Sandbox puts one in every token).
 
 Decisions beyond the spec (our policy, see checklist sections 8.2 and 12):
 
@@ -145,8 +147,8 @@ class TrustedClient:
     fhir_servers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if (self.jwks is None) == (self.jwks_url is None):
-            raise ValueError(f"trusted client {self.iss!r}: give exactly one of 'jwks' or 'jwks_url'")
+        if self.jwks is None and self.jwks_url is None:
+            raise ValueError(f"trusted client {self.iss!r}: give 'jwks', 'jwks_url' or both")
 
 
 @dataclass(frozen=True)
@@ -176,7 +178,8 @@ def load_clients(path: str | Path) -> list[TrustedClient]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read trusted-clients file ({type(exc).__name__})") from None
+        raise ValueError(f"cannot read the trusted-clients file {path} ({exc.strerror or type(exc).__name__}): "
+                         "name a readable JSON file, or unset it to trust no client") from None
     except ValueError as exc:  # JSONDecodeError or UnicodeDecodeError; neither message quotes content
         raise ValueError(f"{path}: not valid JSON ({type(exc).__name__})") from None
     if not isinstance(data, dict) or not isinstance(data.get("clients"), list):
@@ -204,8 +207,9 @@ def _parse_client(entry: Any, where: str) -> TrustedClient:
     if not isinstance(iss, str) or not iss:
         raise ValueError(f"{where}: 'iss' must be a non-empty string")
     where = f"{where} (iss {iss!r})"
-    if ("jwks" in entry) == ("jwks_url" in entry):
-        raise ValueError(f"{where}: give exactly one of 'jwks' or 'jwks_url'")
+    if "jwks" not in entry and "jwks_url" not in entry:
+        raise ValueError(f"{where}: give 'jwks' (the client's public keys), 'jwks_url' (where it publishes "
+                         "them) or both (keys pinned; the URL is the jku its tokens may name)")
     tenant = entry.get("tenant")
     if tenant is not None and (not isinstance(tenant, str) or not tenant):
         raise ValueError(f"{where}: 'tenant' must be a non-empty string")
@@ -213,11 +217,9 @@ def _parse_client(entry: Any, where: str) -> TrustedClient:
     if not isinstance(servers, list) or not all(isinstance(s, str) and s for s in servers):
         raise ValueError(f"{where}: 'fhir_servers' must be a list of URLs")
     jwks_url = entry.get("jwks_url")
-    keys = None
     if jwks_url is not None:
         _check_jwks_url(jwks_url, where)
-    else:
-        keys = _parse_static_jwks(entry["jwks"], where)
+    keys = _parse_static_jwks(entry["jwks"], where) if "jwks" in entry else None
     return TrustedClient(iss=iss, jwks=keys, jwks_url=jwks_url, tenant=tenant, fhir_servers=tuple(servers))
 
 
@@ -309,7 +311,8 @@ class ClientAuthenticator:
         self.http_get = http_get
         self.jwks_refresh_interval = jwks_refresh_interval
         self.fetch_timeout = fetch_timeout
-        self._remote = {c.iss: _RemoteKeys(c.jwks_url) for c in clients if c.jwks_url is not None}
+        # Inline keys are pinned: a client that has them is never fetched for, even with a jwks_url.
+        self._remote = {c.iss: _RemoteKeys(c.jwks_url) for c in clients if c.jwks is None and c.jwks_url}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **kwargs: Any) -> ClientAuthenticator:
@@ -375,12 +378,15 @@ class ClientAuthenticator:
             if claims.get(name) is None:
                 raise Unauthorized(name)
         aud = claims["aud"]
+        # The log says which audience was expected (our own URLs), and how the token's differs without
+        # quoting it (it could hold anything): a wrong LUPUS_CDS_PUBLIC_URL is the usual cause.
+        expected = "expected " + " or ".join(repr(a) for a in audiences)
         if isinstance(aud, list):
             if len(aud) != 1:  # see the module docstring: one audience only
-                raise Unauthorized("aud")
+                raise Unauthorized("aud", f"{expected}; the token names {len(aud)} audiences")
             aud = aud[0]
         if not isinstance(aud, str) or aud not in audiences:
-            raise Unauthorized("aud")
+            raise Unauthorized("aud", f"{expected}; {_how_aud_differs(aud, audiences)}")
         jti = claims["jti"]
         if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_LENGTH:
             raise Unauthorized("jti")
@@ -457,6 +463,18 @@ class ClientAuthenticator:
                 continue
         log.info("JWKS for client %s fetched: %d usable key(s)", iss, len(keys))
         return keys
+
+
+def _how_aud_differs(aud: Any, audiences: Sequence[str]) -> str:
+    if not isinstance(aud, str):
+        return f"the token's aud is a {type(aud).__name__}, not a URL"
+    for expected in audiences:
+        path = urlsplit(expected).path
+        if aud.rstrip("/") == expected.rstrip("/"):
+            return "the token's aud differs only by a trailing slash"
+        if path and urlsplit(aud).path == path:
+            return "the token's aud has the same path on another base URL: check LUPUS_CDS_PUBLIC_URL"
+    return "the token's aud names another URL"
 
 
 def _by_kid(keys: KeySet | list[Key], kid: str) -> Key | None:

@@ -382,8 +382,11 @@ class FHIRFetcher:
 
     def _read_entry(self, job: _KeyJob, status: int, body: Any) -> PrefetchEntry:
         if status in (404, 410):
-            # The resource does not exist: what a client prefetching it would have sent as null (PF-9).
-            return PrefetchEntry(job.key, PrefetchStatus.NO_DATA, source="fhir")
+            # A read names a resource of the request's context (Patient/{{context.patientId}}): the EHR
+            # asked about something its own FHIR server does not have. That is missing data (412 when the
+            # key is required), not "no data": cards for an empty record would look like a clean bill.
+            return self._failed(job.key, False, f"the FHIR server has no {job.resource_type} with the id "
+                                                f"given in the request's context (HTTP {status})")
         if not isinstance(body, dict) or body.get("resourceType") != job.resource_type:
             return self._failed(job.key, False, f"the FHIR server did not return a {job.resource_type}")
         return PrefetchEntry(job.key, PrefetchStatus.SATISFIED, (body,), source="fhir")
