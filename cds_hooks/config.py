@@ -30,7 +30,7 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "LUPUS_CDS_ALLOW_UNSIGNED": (
         False, "`1` accepts calls without a client JWT. Sandbox only: logs a warning at start."),
     "LUPUS_CDS_CLIENTS": (
-        None, "Path of the trusted-clients JSON file (`iss`, `jwks` or `jwks_url`, optional `tenant`, "
+        None, "Path of the trusted-clients JSON file (`iss`, `jwks` and/or `jwks_url`, optional `tenant`, "
         "`fhir_servers`)."),
     "LUPUS_CDS_JWT_MAX_LIFETIME": (3600, "Longest accepted client-JWT lifetime, `exp - iat`, in seconds."),
     "LUPUS_CDS_JWT_LEEWAY": (60, "Clock skew tolerated on `exp`/`iat`, in seconds."),
@@ -74,9 +74,10 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "LUPUS_CDS_FHIR_CONCURRENCY": (
         8, "FHIR requests in flight at once per process (the queries of one hook call run concurrently)."),
     "LUPUS_CDS_SANDBOX_FHIR_SERVERS": (
-        "", "Comma-separated FHIR base URLs the service may call in unsigned sandbox mode "
-        "(`LUPUS_CDS_ALLOW_UNSIGNED`), with the request's `fhirAuthorization`, the service's own SMART token "
-        "or anonymously. Ignored otherwise: then only the calling client's `fhir_servers` are called."),
+        "", "Comma-separated open FHIR base URLs (sandboxes). In unsigned sandbox mode "
+        "(`LUPUS_CDS_ALLOW_UNSIGNED`) the service may call them, with the request's `fhirAuthorization`, the "
+        "service's own SMART token or anonymously. With client JWTs only the calling client's `fhir_servers` "
+        "are called, and those listed here are read anonymously when the EHR sends no token."),
     "LUPUS_CDS_SMART_CLIENTS": (
         None, "Path of the SMART Backend Services JSON file (`servers`: `fhir_server`, `client_id`, "
         "`private_key` PEM path, `kid`, `alg`, `scope`, optional `token_endpoint`): the service's own "

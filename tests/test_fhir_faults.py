@@ -451,6 +451,26 @@ def test_an_open_sandbox_server_is_read_without_a_token(sandbox_fetcher, fault_s
     assert fault_server.requests[0]["authorization"] is None
 
 
+def test_a_signed_client_reads_an_open_sandbox_server_it_may_call_without_a_token(fault_server):
+    """``lupus-cds sandbox --clients``: the sandbox's open FHIR server, listed for the client, is read
+    anonymously; the sandbox list still sends no client anywhere it may not call."""
+    from cds_hooks.auth import VerifiedClient
+
+    fetcher = FHIRFetcher(limits=FetchLimits(budget=BUDGET), sandbox_servers=[fault_server.base_url],
+                          allow_unsigned=False)
+    listed = VerifiedClient("https://ehr.example.org", None, "jti-1", (fault_server.base_url,))
+    result = fetcher.fetch(FetchRequest(fault_server.base_url, None, PATIENT, client=listed,
+                                        queries={"patient": f"Patient/{PATIENT}"}))
+    assert result["patient"].status is PrefetchStatus.SATISFIED
+    assert fault_server.requests[0]["authorization"] is None
+    fault_server.reset()
+    unlisted = VerifiedClient("https://ehr.example.org", None, "jti-2", ("https://ehr.example.org/fhir",))
+    result = fetcher.fetch(FetchRequest(fault_server.base_url, None, PATIENT, client=unlisted,
+                                        queries={"patient": f"Patient/{PATIENT}"}))
+    assert result["patient"].status is PrefetchStatus.MISSING and fault_server.requests == []
+    fetcher.close()
+
+
 def test_an_unreachable_server_is_a_quick_gap(fault_app):
     from readiness import free_port
 
