@@ -67,6 +67,9 @@ def _pick_service_id(app: Any, hook: Any, wanted: str | None) -> str:
             raise click.ClickException(f"no service {wanted!r}; known: {sorted({s for s, _ in services})}")
         return wanted
     matches = sorted(service_id for service_id, service_hook in services if service_hook == hook)
+    if not matches:
+        hooks = ", ".join(sorted({service_hook for _, service_hook in services}))
+        raise click.ClickException(f"no service handles hook {hook!r} (hooks served: {hooks})")
     if len(matches) != 1:
         raise click.ClickException(f"{len(matches)} services handle hook {hook!r}; choose one with --service")
     return matches[0]

@@ -151,7 +151,10 @@ def sandbox_command(port: int, fhir_port: int, sekmet_path: str | None, workdir:
         raise click.ClickException(str(exc)) from None
     temporary = workdir is None
     folder = Path(workdir or tempfile.mkdtemp(prefix="lupus-cds-sandbox-"))
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot use {folder} as the work folder: {exc.strerror}") from None
     fhir: LocalFHIRServer | None = None
     server: Any = None
 

@@ -109,3 +109,33 @@ def test_demo_shows_whole_summaries():
     lines = demo.format_cards(cards)
     assert all(line.endswith(card["summary"]) for card, line in zip(cards, lines, strict=True))
     assert max(map(len, lines)) > 110, "some fixture card is long enough to have been cut"
+
+
+@pytest.mark.parametrize("args,says", [
+    (["evaluate", "{dir}"], "Is a directory"),
+    (["evaluate", "{dir}/missing.json"], "No such file"),
+    (["evaluate", "{file:\xff\xfe}"], "is not JSON"),
+    (["evaluate", '{file:{"hook": "patient-view"}}'], "HTTP 400"),
+    (["evaluate", '{file:{"hook": "no-such-hook", "hookInstance": "x", "context": {}}}'], "no service handles hook"),
+    (["evaluate", "--service", "nope", str(REQUEST)], "no service 'nope'"),
+    (["demo", "no-such-patient"], "unknown fixture patient"),
+    (["feedback-report", "--html", "{dir}"], "is a directory"),
+    (["sandbox", "--workdir", "{file:x}"], "is a file"),
+])
+def test_bad_input_is_one_error_never_a_traceback(tmp_path, args, says):
+    """No command prints a traceback or an HTTP 500 for bad input."""
+    from cds_hooks.plugins import plugin_manager
+
+    plugin_manager().hook.cds_cli_commands(cli=cli)  # demo, sandbox: as main() adds them
+
+    def fill(arg: str) -> str:
+        if arg.startswith("{file:"):
+            path = tmp_path / "input.json"
+            path.write_bytes(arg[6:-1].encode("latin-1"))
+            return str(path)
+        return arg.replace("{dir}", str(tmp_path))
+
+    result = CliRunner().invoke(cli, [fill(arg) for arg in args])
+    assert result.exit_code in (1, 2), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert says in result.output and "Traceback" not in result.output and "HTTP 500" not in result.output
