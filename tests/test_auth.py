@@ -735,7 +735,7 @@ def test_clients_file_is_loaded(tmp_path, ec_key, clock):
     ({"client": []}, '{"clients"'),
     ({"clients": ["x"]}, "expected an object"),
     ({"clients": [{"jwks_url": JWKS_URL}]}, "'iss'"),
-    ({"clients": [{"iss": ISS}]}, "'jwks_url' (where it publishes them) or both"),
+    ({"clients": [{"iss": ISS}]}, "'jwks_url'/'jwks_urls' (where it publishes them) or both"),
     ({"clients": [{"iss": ISS, "jwks_url": JWKS_URL, "jwks": {"keys": []}}]}, "at least one key"),
     ({"clients": [{"iss": ISS, "jwks_uri": JWKS_URL}]}, "jwks_uri"),
     ({"clients": [{"iss": ISS, "jwks_url": "ftp://x.example/jwks"}]}, "jwks_url"),
