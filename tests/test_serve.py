@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,16 +12,11 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import ROOT, ClientKeys, spec_example
+from readiness import free_port, wait_until_ready
 
 LUPUS_CDS = Path(sys.executable).parent / "lupus-cds"
 
 pytest_plugins = ["servers"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -40,16 +34,7 @@ def served(tmp_path, redis_url):
                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(base + "/cds-services", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()
-            assert time.monotonic() < deadline, "lupus-cds serve did not answer in 30 s"
-            time.sleep(0.2)
+        wait_until_ready(base + "/cds-services", process=process, log_path=tmp_path / "serve.log")
         yield base, keys, tmp_path / "serve.log"
     finally:
         os.killpg(process.pid, signal.SIGTERM)
