@@ -29,16 +29,19 @@ import functools
 import html
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from cds_hooks.apps import AppPage, SmartAppDefinition
 
-from . import medications
+from . import medications, timeline
 from .facts import (
     VS,
     Coded,
+    MedicationFact,
+    _Sources,
+    build_medications,
     classify_observation_code,
     condition_date,
     is_negated,
@@ -47,7 +50,8 @@ from .facts import (
     observation_date,
     to_canonical,
 )
-from .fhirdata import as_list, codings, parse_datetime, period_start, status_code
+from .fhirdata import as_list, codings, status_code
+from .rules import has_prednisone_equivalent
 from .settings import Settings, settings_for
 from .svgchart import Band, Chart, Dot, Event, Rule, Step, escape, number
 
@@ -425,149 +429,183 @@ class DoseSeries:
     notes: tuple[str, ...] = ()
 
 
-@dataclass
-class _Course:
-    ingredient: str
-    rank: int
-    start: datetime
-    end: datetime
-    info: Any
-    dosages: list[Mapping[str, Any]]
-    source: str
-    bounds: list[datetime] = field(default_factory=list)
+#: statuses of a record that ran and is over: it counted while it ran (the card, at ``now``, never counts it)
+_FINISHED_STATUSES = frozenset({"completed", "stopped"})
+_TICK = timedelta(microseconds=1)  # the instant after an inclusive end (timeline lines end 1 µs before the next)
+#: a dose that holds for less than this is not a step of the chart (see :func:`prednisone_dose_series`)
+_BLINK = timedelta(seconds=1)
+_ADMINISTRATION_HOURS = timedelta(hours=medications.ADMINISTRATION_CURRENT_HOURS)
 
 
-def prednisone_dose_series(resources: Iterable[Mapping[str, Any]], since: datetime, now: datetime) -> DoseSeries:
-    """The prednisone-equivalent daily dose over ``[since, now]``, as steps, from MedicationRequests and
-    MedicationStatements of systemic corticosteroids (with ``plugin/medications.py`` arithmetic), plus the
-    doses given in hospital (MedicationAdministration, summed per day).
-
-    One record per ingredient at a time: a MedicationRequest over a MedicationStatement, then the most
-    recently started; different ingredients add up. Everything that decides the dose series is in this
-    one function: when ``plugin/timeline.py`` gives one current dose per ingredient for any instant, this
-    body becomes a call to it.
-    """
-    courses: list[_Course] = []
-    given: dict[datetime, list[tuple[float | None, str, str]]] = {}
-    notes: list[str] = []
+def steroid_records(resources: Iterable[Any], now: datetime, notes: list[str]) -> tuple[MedicationFact, ...]:
+    """The systemic corticosteroid records as the steroid card reads them: :func:`plugin.facts.build_medications`
+    (identified, validated, dated; an invalid one is skipped with a note), then ``rules.systemic_steroids``'
+    filter."""
+    sources = _Sources()
     for raw in resources:
-        if not isinstance(raw, Mapping) or _status(raw) in _SKIPPED_MEDICATION_STATUSES:
-            continue
-        kind, source = raw.get("resourceType"), f"{raw.get('resourceType')}/{raw.get('id', '?')}"
-        info = medications.identify_medication(raw)
-        if info is None or not medications.has_ingredient_in(info, VS.SYSTEMIC_CORTICOSTEROIDS) \
-                or not medications.is_systemic(info):
-            continue
-        ingredient = next((i.name.lower() for i in info.ingredients
-                           if i.name.lower() in medications.PREDNISONE_EQUIVALENCE), info.display.lower())
-        if kind == "MedicationAdministration":
-            if _status(raw) in ("not-done", "stopped"):
-                continue
-            when = parse_datetime(raw.get("effectiveDateTime")) or period_start(raw.get("effectivePeriod"))
-            if when is None or not since <= when <= now:
-                continue
-            dose = raw.get("dosage", {}).get("dose") if isinstance(raw.get("dosage"), Mapping) else None
-            once = [{"doseAndRate": [{"doseQuantity": dose}], "timing": {"repeat": {"frequency": 1, "period": 1,
-                                                                                     "periodUnit": "d"}}}]
-            result = medications.steroid_daily_dose(once, info, when)
-            day = when.replace(hour=0, minute=0, second=0, microsecond=0)
-            given.setdefault(day, []).append((result.pred_eq_per_day if result.computable else None, source,
-                                              result.arithmetic or result.reason or ""))
-            continue
-        if kind not in ("MedicationRequest", "MedicationStatement"):
-            continue
-        start, end = medication_dates(raw)
-        if start is None:
-            notes.append(f"{source} has no start date and is not charted")
-            continue
-        dosages = _consecutive_steps([d for d in as_list(raw.get("dosageInstruction" if kind == "MedicationRequest"
-                                                                 else "dosage")) if isinstance(d, Mapping)], start)
-        bounds = []
-        for dosage in dosages:
-            repeat = (dosage.get("timing") or {}).get("repeat") if isinstance(dosage.get("timing"), Mapping) else None
-            period = repeat.get("boundsPeriod") if isinstance(repeat, Mapping) else None
-            if isinstance(period, Mapping):
-                bounds += [b for b in (parse_datetime(period.get("start")), parse_datetime(period.get("end"))) if b]
-        if end is not None and bounds:
-            end = max(end, *bounds)  # consecutive steps run past each step's own duration
-        if end is None:
-            if _status(raw) in _ONGOING_STATUSES:
-                end = now
-            else:
-                end = start + timedelta(days=1)
-                notes.append(f"{source} ({info.display}) is {raw.get('status')} with no end date: charted for "
-                             "its first day only")
-        if end <= since or start >= now:
-            continue
-        courses.append(_Course(ingredient, 0 if kind == "MedicationRequest" else 1, start, end, info, dosages,
-                               source, bounds))
+        if type(raw) is dict or isinstance(raw, Mapping):
+            sources.add(raw, False)
+    found = build_medications(sources, now, notes).in_class(VS.SYSTEMIC_CORTICOSTEROIDS)
+    return tuple(m for m in found if medications.is_systemic(m.info))
 
-    instants = {since, now}
-    for course in courses:
-        instants.update(t for t in (course.start, course.end, *course.bounds) if since < t < now)
-    ordered = sorted(instants)
+
+def _after(moment: datetime | None, span: timedelta = timedelta(0)) -> datetime | None:
+    """The first instant after ``moment + span`` (an inclusive end); ``None`` past year 9999."""
+    try:
+        return moment + span + _TICK if moment is not None else None
+    except OverflowError:
+        return None
+
+
+def _given_at(med: MedicationFact) -> datetime | None:
+    """When an administration was given, as the timeline reads it."""
+    return med.effective_end or med.effective_start
+
+
+def _is_running(med: MedicationFact, now: datetime) -> bool:
+    """Do the record's status and intent make it current (the card's rule, :func:`medications.is_current`,
+    without its end date)?"""
+    return medications.is_current({"resourceType": med.resource_type, "status": med.status, "intent": med.intent},
+                                  now)
+
+
+@dataclass(frozen=True, eq=False)
+class _Span:
+    """When one stored record (request or statement) was in force before ``now``: from ``start`` (``None``:
+    unknown, taken as before the window) to ``end`` inclusive (``None``: open)."""
+
+    med: MedicationFact
+    running: bool  # an active / on-hold / intended record (the card's current, at now)
+    start: datetime | None
+    end: datetime | None
+    changes: tuple[datetime, ...]  # where its dose can change: its dosage lines' bounds (timeline.schedule)
+
+    @property
+    def instants(self) -> tuple[datetime | None, ...]:
+        """Where the dose can change: its start, the instant after its end, its lines' bounds."""
+        return (self.start, _after(self.end), *self.changes)
+
+    def in_force(self, moment: datetime) -> bool:
+        return (self.start is None or self.start <= moment) and (self.end is None or moment <= self.end)
+
+
+def _span(med: MedicationFact, now: datetime, notes: list[str]) -> _Span | None:
+    record = timeline.schedule(med, now)
+    notes.extend(record.notes)
+    where = record.where
+    changes: list[datetime] = []
+    for line in record.lines:  # a line applies from its start to its end inclusive
+        changes += [moment for moment in (line.start, _after(line.end)) if moment is not None]
+    start = med.started
+    if _is_running(med, now):
+        end = med.validity_end if med.resource_type == "MedicationRequest" else med.effective_end
+        if start is None:
+            notes.append(f"{where} ({med.name}) has no start date: charted as in force over the whole two years, "
+                         "as the card counts it today")
+        return _Span(med, True, start, end, tuple(changes))
+    if med.status not in _FINISHED_STATUSES:
+        return None
+    if start is None:
+        notes.append(f"{where} ({med.name}) is {med.status} with no start date: not charted")
+        return None
+    ends = [e for e in (record.ended_at, med.course_end, med.effective_end, med.validity_end) if e is not None]
+    if ends:
+        end = max(ends)
+    else:
+        end = start + timedelta(days=1) - _TICK
+        notes.append(f"{where} ({med.name}) is {med.status} with no end date: charted for its first day only")
+    # a finished record is over by now (the card does not count it): at most up to now
+    return _Span(med, False, start, min(end, now - _TICK), tuple(changes))
+
+
+def _dose_at(meds: Sequence[MedicationFact], moment: datetime, settings: Settings
+             ) -> tuple[float | None, tuple[str, ...], str]:
+    """(prednisone-equivalent mg/day or ``None`` when not computable, the records it comes from, how) of the
+    timeline (:func:`plugin.timeline.build_timeline`) of these records at ``moment``."""
+    line = timeline.build_timeline(meds, moment, pulse_mg=settings.steroid_pulse_mg,
+                                   pulse_days=settings.pulse_lookback_days)
+    sources: list[str] = []
+    parts: list[str] = []
+    unknown: list[str] = []
+    for course in line.in_force:
+        dose = course.dose
+        if course.chosen is not None:
+            sources.append(course.chosen.where)
+        sources += [f"{m.resource_type}/{m.resource_id}" for m in course.administrations]
+        if course.pred_eq_per_day is not None:
+            parts.append(dose.arithmetic or f"{course.name}: {medications.fmt(course.pred_eq_per_day)} mg/day")
+        elif has_prednisone_equivalent(course.medication):
+            unknown.append(f"{course.name}: dose not computable ({dose.reason or 'unknown'})")
+        else:
+            parts.append(f"{course.name}: no prednisone equivalent, not added")
+        if course.also:
+            parts.append(f"also recorded, the same {course.name} therapy (not added): "
+                         + ", ".join(r.where for r in course.also))
+    mg = None if unknown else round(float(line.total), 2)
+    return mg, tuple(sorted(set(sources))), "; ".join(parts + unknown) or "no systemic corticosteroid recorded"
+
+
+def prednisone_dose_series(resources: Iterable[Any], since: datetime, now: datetime,
+                           settings: Settings | None = None) -> DoseSeries:
+    """The prednisone-equivalent daily dose over ``[since, now]``, as steps, and the doses given in hospital
+    (MedicationAdministration) per day: the steroid card's own medication timeline (:mod:`plugin.timeline`)
+    evaluated at every instant where the dose can change, so the chart and the card never disagree.
+
+    At ``now`` the timeline sees exactly what the card sees. Before ``now``, it sees the records in force at
+    that instant: a record from its start (``authoredOn``, effective or dosage start) to its end (for an
+    active one its validity or effective end; for a completed or stopped one the last of its ends, or its
+    first day when it has none), and the administrations of the 48 hours before (the timeline counts the last
+    calendar day with one, given in the last 24 hours). Its dosage lines are placed on the calendar by the
+    timeline (consecutive steps, ``boundsPeriod``, ``count``), which also picks one record per ingredient.
+    A dose holding for less than a second is not drawn: taper lines written as ``boundsPeriod`` dateTimes
+    where one step ends at the very instant the next begins both apply at that instant (bounds are
+    inclusive), and that instant is no step of the taper.
+    """
+    settings = settings or settings_for({})
+    notes: list[str] = []
+    meds = steroid_records(resources, now, notes)
+    spans = [s for s in (_span(m, now, notes) for m in meds if m.resource_type != "MedicationAdministration")
+             if s is not None]
+    given = sorted(((when, m) for m in meds if m.resource_type == "MedicationAdministration"
+                    and (when := _given_at(m)) is not None), key=lambda item: item[0])
+
+    instants: set[datetime | None] = set()
+    for span in spans:
+        instants.update(span.instants)
+    for when, _ in given:  # the timeline counts an administration from when it was given, for 24 hours
+        instants.update((when, _after(when, _ADMINISTRATION_HOURS)))
+    ordered = [since, *sorted(t for t in instants if t is not None and since < t < now)]
+
     steps: list[DoseStep] = []
-    for begin, finish in zip(ordered, ordered[1:], strict=False):
-        middle = begin + (finish - begin) / 2
-        chosen: dict[str, _Course] = {}
-        for course in sorted((c for c in courses if c.start <= middle < c.end), key=lambda c: (-c.rank, c.start)):
-            chosen[course.ingredient] = course  # later in this order wins: requests, then the newest
-        total, parts, unknown = 0.0, [], []
-        for course in chosen.values():
-            result = medications.steroid_daily_dose(course.dosages, course.info, middle)
-            if result.computable and result.pred_eq_per_day is not None:
-                total += result.pred_eq_per_day
-                parts.append(result.arithmetic)
-            else:
-                unknown.append(f"{course.info.display}: dose not computable ({result.reason or 'unknown'})")
-        mg = None if unknown else round(total, 2)
-        detail = "; ".join(parts + unknown) or "no systemic corticosteroid recorded"
-        sources = tuple(c.source for c in chosen.values())
+
+    def add(begin: datetime, finish: datetime, value: tuple[float | None, tuple[str, ...], str]) -> None:
+        mg, sources, detail = value
         if steps and steps[-1].mg == mg and steps[-1].sources == sources:
             steps[-1] = DoseStep(steps[-1].start, finish, mg, sources, steps[-1].detail)
         else:
             steps.append(DoseStep(begin, finish, mg, sources, detail))
 
+    for begin, finish in zip(ordered, [*ordered[1:], now], strict=True):
+        if finish - begin < _BLINK:
+            continue  # two inclusive bounds meeting at one instant (a line's end, the next one's start)
+        in_force = [replace(s.med, current=True) for s in spans if s.in_force(begin)]
+        recent = [m for when, m in given if begin - 2 * _ADMINISTRATION_HOURS <= when <= begin]
+        add(begin, finish, _dose_at([*in_force, *recent], begin, settings))
+    current = _dose_at(meds, now, settings)  # the card's timeline, exactly
+    if not steps or (steps[-1].mg, steps[-1].sources) != current[:2]:  # a change at now itself (a record dated now)
+        add(now, now, current)
+
+    days: dict[date, list[tuple[datetime, MedicationFact]]] = {}
+    for when, med in given:
+        if since <= when <= now:
+            days.setdefault(when.date(), []).append((when, med))
     given_days = []
-    for day, doses in sorted(given.items()):
-        known = [mg for mg, _, _ in doses if mg is not None]
-        mg = round(sum(known), 2) if len(known) == len(doses) else None
-        given_days.append(GivenDose(day, mg, tuple(s for _, s, _ in doses), "; ".join(d for _, _, d in doses)))
-    return DoseSeries(tuple(steps), tuple(given_days), tuple(notes))
-
-
-_DAYS_PER_UNIT = {"d": 1.0, "day": 1.0, "days": 1.0, "wk": 7.0, "week": 7.0, "weeks": 7.0, "mo": 30.0,
-                  "h": 1 / 24, "a": 365.0}
-
-
-def _days(duration: Mapping[str, Any]) -> float | None:
-    value = _number(duration.get("value"))
-    unit = duration.get("code") or duration.get("unit") or "d"
-    factor = _DAYS_PER_UNIT.get(unit.strip().lower()) if isinstance(unit, str) else None
-    return value * factor if value is not None and factor is not None and 0 < value * factor < 3650 else None
-
-
-def _consecutive_steps(dosages: list[Mapping[str, Any]], start: datetime) -> list[Mapping[str, Any]]:
-    """A taper written as ``sequence`` + ``timing.repeat.boundsDuration`` lines is consecutive steps from the
-    course's start: give each its dates (``boundsPeriod``), which the dose arithmetic reads."""
-    timed = []
-    for dosage in dosages:
-        repeat = (dosage.get("timing") or {}).get("repeat") if isinstance(dosage.get("timing"), Mapping) else None
-        duration = repeat.get("boundsDuration") if isinstance(repeat, Mapping) else None
-        days = _days(duration) if isinstance(duration, Mapping) else None
-        if days is None or "boundsPeriod" in repeat or not isinstance(dosage.get("sequence"), int):
-            return dosages
-        timed.append((dosage["sequence"], days, dosage))
-    if len(timed) < 2:
-        return dosages  # one line with a duration is a course, not a taper
-    steps, cursor = [], start
-    for _, days, dosage in sorted(timed, key=lambda t: t[0]):
-        end = cursor + timedelta(days=days)
-        repeat = {k: v for k, v in dosage["timing"]["repeat"].items() if k != "boundsDuration"}
-        repeat["boundsPeriod"] = {"start": cursor.isoformat(), "end": end.isoformat()}
-        steps.append({**dosage, "timing": {**dosage["timing"], "repeat": repeat}})
-        cursor = end
-    return steps
+    for _, items in sorted(days.items()):
+        # that day's administrations, as the timeline reads a day of them (the current dose right after the last)
+        mg, sources, detail = _dose_at([m for _, m in items], items[-1][0], settings)
+        start = items[0][0].replace(hour=0, minute=0, second=0, microsecond=0)
+        given_days.append(GivenDose(start, mg, sources, detail))
+    return DoseSeries(tuple(steps), tuple(given_days), tuple(dict.fromkeys(notes)))
 
 
 def dose_band(mg: float | None, settings: Settings) -> str:

@@ -3,6 +3,7 @@ and the ``smart`` link the CK, electrolyte and steroid cards carry when the app 
 
 from __future__ import annotations
 
+import copy
 import re
 import sys
 from dataclasses import replace
@@ -15,7 +16,8 @@ import pytest
 
 from cds_hooks.apps import AppPage
 from cds_hooks.cards import card_problems
-from plugin import trends
+from plugin import rules, trends
+from plugin.facts import build_facts
 from plugin.hooks import advise
 from plugin.settings import settings_for
 
@@ -179,7 +181,9 @@ def test_malformed_resources_are_skipped_never_an_exception():
     assert "implausible value" in rows["Observation/x3"]
     assert "status (no status)" in rows["Observation/x4"]  # a list is not a status: listed, not plotted
     assert "Observation/x2" not in rows  # no usable date: counted, not shown
-    assert "not computable" in html  # the statement's dose has no number
+    # invalid medication records are skipped with a note, as the steroid card skips them
+    for where in ("MedicationRequest/m1", "MedicationStatement/m2", "MedicationAdministration/m3"):
+        assert f"{where} skipped: not valid FHIR R4" in html
 
 
 # ------------------------------------------------------------------------------------ steroid dose
@@ -233,6 +237,89 @@ def test_different_ingredients_add_up_as_prednisone_equivalents():
     pred = data.medication_request("p", "312615", "prednisone 20 MG Oral Tablet", "active", start, [data.daily(5)])
     dexa = data.medication_request("d", "3264", "dexamethasone", "active", start, [data.daily(0.75)])
     assert trends.prednisone_dose_series([pred, dexa], SINCE, NOW).steps[-1].mg == pytest.approx(10.0)
+
+
+PREDNISONE = ("312615", "predniSONE 20 MG Oral Tablet")
+METHYLPREDNISOLONE = ("6902", "methylprednisolone")
+DEXAMETHASONE = ("3264", "dexamethasone")
+HYDROCORTISONE = ("5492", "hydrocortisone")
+
+
+def card_timeline(resources):
+    """The steroid card's own timeline of these resources (rules.steroid_timeline on the hook's facts)."""
+    request = b.hook_request(b.baseline(*resources))
+    return rules.steroid_timeline(build_facts(request), settings_for({}))
+
+
+def chart_series(resources):
+    return trends.prednisone_dose_series([copy.deepcopy(r) for r in resources], b.NOW - timedelta(days=730), b.NOW)
+
+
+AGREEMENT_CASES = {
+    "request and statement, one ingredient": lambda: [
+        b.medication_request(*PREDNISONE, dosages=[b.dosage(20)]),
+        b.medication_statement(*PREDNISONE, dosages=[b.dosage(20)])],
+    "taper in boundsDuration steps": lambda: [b.medication_request(*PREDNISONE, authored_days_ago=10, dosages=[
+        {**b.dosage(mg, bounds_duration_days=7), "sequence": n} for n, mg in enumerate((40, 30, 20, 10), 1)])],
+    "pulse given in hospital 10 hours ago, no order": lambda: [
+        b.medication_administration(*METHYLPREDNISOLONE, days_ago=10 / 24, dose=1000)],
+    "two doses on one day, summed": lambda: [
+        b.medication_administration(*HYDROCORTISONE, days_ago=0.5, dose=100),
+        b.medication_administration(*HYDROCORTISONE, days_ago=0.2, dose=100)],
+    "two ingredients add up": lambda: [
+        b.medication_request(*PREDNISONE, dosages=[b.dosage(5)]),
+        b.medication_request(*DEXAMETHASONE, dosages=[b.dosage(0.75)])],
+    "an active order whose every line has ended": lambda: [
+        b.medication_request(*PREDNISONE, authored_days_ago=40, dosages=[b.dosage(20, bounds_days=(40, 10))])],
+    "a completed course": lambda: [
+        b.medication_request(*PREDNISONE, status="completed", authored_days_ago=60,
+                             dosages=[b.dosage(60, bounds_days=(60, 30))])],
+    "dose not computable": lambda: [b.medication_statement(*PREDNISONE, dosages=[{"text": "as directed"}])],
+}
+
+
+@pytest.mark.parametrize("case", AGREEMENT_CASES)
+def test_the_chart_and_the_card_read_one_dose_from_the_medication_timeline(case):
+    """10.1: the chart's dose now is the steroid card's (one timeline, plugin/timeline.py): one record per
+    ingredient, steps on the calendar, administrations of the last day, ingredients added up."""
+    resources = AGREEMENT_CASES[case]()
+    card = card_timeline(resources)
+    now = chart_series(resources).steps[-1]
+    if any(not c.dose.computable for c in card.in_force):
+        assert now.mg is None and "not computable" in now.detail
+    else:
+        assert now.mg == pytest.approx(card.total)
+    chosen = {c.chosen.where for c in card.in_force if c.chosen is not None}
+    chosen |= {f"MedicationAdministration/{m.resource_id}" for c in card.in_force for m in c.administrations}
+    assert set(now.sources) == chosen
+
+
+def test_a_course_that_has_ended_is_charted_while_it_ran():
+    """The completed 60 mg course (60 to 30 days ago) and an active order whose bounds ended 10 days ago
+    are in the chart's past at their dose, and at 0 now, as the card (which counts neither) says."""
+    completed = b.medication_request(*PREDNISONE, status="completed", authored_days_ago=60,
+                                     dosages=[b.dosage(60, bounds_days=(60, 30))])
+    ended = b.medication_request(*DEXAMETHASONE, authored_days_ago=25, dosages=[b.dosage(1.5, bounds_days=(25, 10))])
+    steps = chart_series([completed, ended]).steps
+    ran = [(s.start.date(), s.end.date(), s.mg) for s in steps if s.sources]
+    assert ran == [((b.NOW - timedelta(days=60)).date(), (b.NOW - timedelta(days=30)).date(), 60.0),
+                   ((b.NOW - timedelta(days=25)).date(), (b.NOW - timedelta(days=10)).date(), 10.0)]
+    assert steps[-1].mg == 0.0 and card_timeline([completed, ended]).total == 0
+
+
+def test_records_without_dates_are_charted_as_far_as_they_can_be_and_say_so():
+    """An active order without authoredOn or any start is current (the card counts it): charted over the
+    window, with a note; a completed one without an end is charted for its first day, with a note."""
+    undated = b.medication_request(*PREDNISONE, dosages=[b.dosage(5)])
+    del undated["authoredOn"]
+    done = b.medication_request(*DEXAMETHASONE, status="completed", authored_days_ago=20, dosages=[b.dosage(1.5)])
+    series = chart_series([undated, done])
+    assert series.steps[0].mg == 5.0 and series.steps[-1].mg == 5.0
+    first_day = next(s for s in series.steps if s.mg == 15.0)
+    assert first_day.start.date() == (b.NOW - timedelta(days=20)).date()
+    assert first_day.end - first_day.start == timedelta(days=1)
+    assert any(f"MedicationRequest/{undated['id']}" in n and "no start date" in n for n in series.notes)
+    assert any(f"MedicationRequest/{done['id']}" in n and "first day only" in n for n in series.notes)
 
 
 def test_the_dose_chart_draws_the_bands_and_puts_pulses_above_the_axis(html):
