@@ -95,6 +95,25 @@ class Limits:
     critical_high: float | None = None  # critical at or above
 
 
+#: analyte -> the settings that hold its default cut-offs: (low, critical low, high, critical high); ``None``
+#: where a direction is not graded. The readings below and the lab timeline's bands both read them here.
+LIMIT_SETTINGS: dict[str, tuple[str | None, str | None, str | None, str | None]] = {
+    "potassium": ("hypokalemia_mmol_l", "hypokalemia_critical_mmol_l", "hyperkalemia_mmol_l",
+                  "hyperkalemia_critical_mmol_l"),
+    "magnesium": ("hypomagnesemia_mg_dl", "hypomagnesemia_critical_mg_dl", None, None),
+    "calcium": ("hypocalcemia_mg_dl", "hypocalcemia_critical_mg_dl", None, None),
+    "ionized-calcium": ("ionized_hypocalcemia_mmol_l", "ionized_hypocalcemia_critical_mmol_l", None, None),
+    "phosphate": ("hypophosphatemia_mg_dl", "hypophosphatemia_critical_mg_dl", None, None),
+    "sodium": ("hyponatremia_mmol_l", "hyponatremia_critical_mmol_l", None, None),
+}
+
+
+def default_limits(analyte: str, settings: Settings) -> Limits:
+    """The default cut-offs of ``analyte`` (:data:`LIMIT_SETTINGS`), in its canonical unit."""
+    names = LIMIT_SETTINGS[analyte]
+    return Limits(*(float(getattr(settings, name)) if name else None for name in names))
+
+
 def _direction(value: float | None, result: LabResult, limits: Limits) -> str:
     """low / high / abnormal for a flag without a direction (A, AA), from the range or the defaults."""
     if value is None:
@@ -163,12 +182,11 @@ def potassium_reading(result: LabResult, settings: Settings) -> Reading:
     specimen is no potassium at all (haemolysis releases red-cell potassium)."""
     if result.haemolysed:
         return Reading(result, HAEMOLYSED, value=result.canonical)
-    return grade(result, Limits(settings.hypokalemia_mmol_l, settings.hypokalemia_critical_mmol_l,
-                                settings.hyperkalemia_mmol_l, settings.hyperkalemia_critical_mmol_l))
+    return grade(result, default_limits("potassium", settings))
 
 
 def magnesium_reading(result: LabResult, settings: Settings) -> Reading:
-    return grade(result, Limits(settings.hypomagnesemia_mg_dl, settings.hypomagnesemia_critical_mg_dl))
+    return grade(result, default_limits("magnesium", settings))
 
 
 def correct_calcium(calcium: LabResult, albumin: LabResult | None) -> CalciumCorrection | None:
@@ -184,7 +202,7 @@ def correct_calcium(calcium: LabResult, albumin: LabResult | None) -> CalciumCor
 
 def calcium_reading(result: LabResult, albumin: LabResult | None, settings: Settings) -> Reading:
     """Total calcium, corrected for a same-day albumin first: low below 8.5, critical below 6.0 mg/dL."""
-    limits = Limits(settings.hypocalcemia_mg_dl, settings.hypocalcemia_critical_mg_dl)
+    limits = default_limits("calcium", settings)
     correction = correct_calcium(result, albumin) if result.unit_interpretable else None
     if correction is None:
         return grade(result, limits)
@@ -195,15 +213,15 @@ def calcium_reading(result: LabResult, albumin: LabResult | None, settings: Sett
 
 
 def ionized_calcium_reading(result: LabResult, settings: Settings) -> Reading:
-    return grade(result, Limits(settings.ionized_hypocalcemia_mmol_l, settings.ionized_hypocalcemia_critical_mmol_l))
+    return grade(result, default_limits("ionized-calcium", settings))
 
 
 def phosphate_reading(result: LabResult, settings: Settings) -> Reading:
-    return grade(result, Limits(settings.hypophosphatemia_mg_dl, settings.hypophosphatemia_critical_mg_dl))
+    return grade(result, default_limits("phosphate", settings))
 
 
 def sodium_reading(result: LabResult, settings: Settings) -> Reading:
-    return grade(result, Limits(settings.hyponatremia_mmol_l, settings.hyponatremia_critical_mmol_l))
+    return grade(result, default_limits("sodium", settings))
 
 
 def ck_elevated(result: LabResult, uln: float) -> bool | None:

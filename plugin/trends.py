@@ -35,22 +35,28 @@ from typing import Any
 
 from cds_hooks.apps import AppPage, SmartAppDefinition
 
-from . import medications, timeline
+from . import labs, medications, timeline
 from .facts import (
+    CANONICAL_UNITS,
     VS,
     Coded,
+    LabResult,
     MedicationFact,
+    _reference_limits,
     _Sources,
     build_medications,
     classify_observation_code,
     condition_date,
+    haemolysis,
     is_negated,
     match_concept,
     medication_dates,
     observation_date,
+    read_unitless,
     to_canonical,
 )
-from .fhirdata import as_list, codings, status_code
+from .facts import _flags as lab_flags
+from .fhirdata import codings, status_code
 from .rules import has_prednisone_equivalent
 from .settings import Settings, settings_for
 from .svgchart import Band, Chart, Dot, Event, Rule, Step, escape, number
@@ -73,7 +79,6 @@ SCOPES = (
     "patient/Condition.rs",
 )
 PLOTTED_STATUSES = frozenset({"final", "amended", "corrected", "preliminary"})
-IONIZED_CALCIUM = frozenset({"1994-3", "1995-0", "17864-0"})
 RED_FLAG_KINDS = {
     VS.MUSCLE_WEAKNESS: "muscle weakness",
     VS.DYSPHAGIA: "trouble swallowing",
@@ -101,7 +106,7 @@ def queries(patient_id: str, now: datetime) -> dict[str, str]:
 
     since = (now - timedelta(days=WINDOW_DAYS)).date().isoformat()
     patient = f"patient={patient_id}"
-    labs = code_param([VS.CK_TOTAL, VS.POTASSIUM, VS.MAGNESIUM, VS.CALCIUM], [LOINC],
+    labs = code_param([VS.CK_TOTAL, VS.POTASSIUM, VS.MAGNESIUM, VS.CALCIUM, VS.CALCIUM_IONIZED], [LOINC],
                       [VS.POTASSIUM_EXCLUDE, VS.MAGNESIUM_EXCLUDE])
     symptoms = code_param([VS.SYMPTOM_OBSERVATION_CODE, *EVENT_KINDS], [LOINC, SNOMED])
     return {
@@ -126,8 +131,11 @@ def definition() -> SmartAppDefinition:
 class LabPoint:
     """One lab result as the chart and its table show it.
 
-    :ivar value: in the chart's unit (:data:`CHART_UNITS`), or ``None`` when not plotted (``why_not``).
+    :ivar value: in the chart's unit (:data:`CHART_UNITS`, the unit the rules read), or ``None`` when not
+        plotted (``why_not``).
     :ivar shown: the value as the lab sent it, with its unit ("4.1 mmol/L", "0.62 (no unit)").
+    :ivar flags: the ObservationInterpretation flags the rules read (``flag``: the first code of any kind).
+    :ivar unit_note: how a value sent without a unit was read (:func:`plugin.facts.read_unitless`).
     """
 
     analyte: str
@@ -141,36 +149,44 @@ class LabPoint:
     ref_low: float | None = None
     ref_high: float | None = None
     why_not: str | None = None
+    coded: Coded | None = None
+    flags: tuple[str, ...] = ()
+    unit_note: str | None = None
 
     @property
     def plotted(self) -> bool:
         return self.value is not None
 
 
-
-CHART_UNITS = {"ck": "U/L", "potassium": "mmol/L", "magnesium": "mg/dL", "calcium": "mg/dL",
-               "calcium-ionized": "mmol/L"}
-DECIMALS = {"ck": 0, "potassium": 1, "magnesium": 2, "calcium": 1, "calcium-ionized": 2}
+#: each chart's unit is the unit the rules read the analyte in (plugin.facts.CANONICAL_UNITS)
+CHART_UNITS = {analyte: CANONICAL_UNITS[analyte] for analyte in ("ck", "potassium", "magnesium", "calcium",
+                                                                  "ionized-calcium")}
+DECIMALS = {"ck": 0, "potassium": 1, "magnesium": 2, "calcium": 1, "ionized-calcium": 2}
 NAMES = {"ck": "Creatine kinase (CK)", "potassium": "Potassium", "magnesium": "Magnesium",
-         "calcium": "Calcium, total", "calcium-ionized": "Calcium, ionized"}
-#: calcium is not among the units the rules convert: total in mg/dL, ionized in mmol/L (x 0.2495, LOINC)
-_CALCIUM_FACTORS = {
-    "calcium": {"mg/dl": 1.0, "mmol/l": 1 / 0.2495, "meq/l": 1 / (2 * 0.2495)},
-    "calcium-ionized": {"mmol/l": 1.0, "mg/dl": 0.2495, "meq/l": 0.5},
-}
+         "calcium": "Calcium, total", "ionized-calcium": "Calcium, ionized"}
 
 
-def _convert(analyte: str, value: float, unit: str, coded: Coded) -> float | None:
-    factor = _factor(analyte, unit, coded)
-    return None if factor is None else value * factor
+_FACTORS: dict[tuple[str, str], float | None] = {}
 
 
-@functools.lru_cache(maxsize=1024)  # a series has one or two units
 def _factor(analyte: str, unit: str, coded: Coded) -> float | None:
-    """What a value in ``unit`` is multiplied by to be in the chart's unit (``None``: not convertible)."""
-    if analyte in _CALCIUM_FACTORS:
-        return _CALCIUM_FACTORS[analyte].get(unit.replace(" ", "").lower())
-    return to_canonical(analyte, 1.0, unit, coded)[0]
+    """What a value in ``unit`` is multiplied by to be in the chart's unit (``None``: a unit the rules do not
+    read for this analyte): the rules' own unit table, which goes by analyte and unit (a series has one or two
+    units, so the answer is kept by those two, cheaper to hash than the coding)."""
+    key = (analyte, unit)
+    try:
+        return _FACTORS[key]
+    except KeyError:
+        if len(_FACTORS) > 1024:
+            _FACTORS.clear()
+        found = _FACTORS[key] = to_canonical(analyte, 1.0, unit, coded)[0]
+        return found
+
+
+@functools.lru_cache(maxsize=1024)
+def _unitless(analyte: str, value: float, coded: Coded) -> tuple[str | None, str]:
+    """The unit a value sent without one is read in, as the rules read it (``None``: not interpretable)."""
+    return read_unitless(analyte, value, coded)
 
 
 def _status(raw: Mapping[str, Any]) -> str | None:
@@ -201,8 +217,9 @@ _RANGES: dict[tuple[Any, ...], tuple[float | None, float | None]] = {}
 
 
 def _range(raw: Mapping[str, Any], analyte: str, unit: str | None, coded: Coded) -> tuple[float | None, float | None]:
-    """The lab's reference range in the chart's unit. A lab sends the same few ranges with every result, so
-    the usual shape (one range, a low and a high quantity) is looked up by its values."""
+    """The lab's reference range in the chart's unit, read as the rules read it. A lab sends the same few
+    ranges with every result, so the usual shape (one range, a low and a high quantity) is looked up by its
+    values."""
     ranges = raw.get("referenceRange")
     if type(ranges) is list and len(ranges) == 1 and type(ranges[0]) is dict:
         low, high = ranges[0].get("low"), ranges[0].get("high")
@@ -214,37 +231,12 @@ def _range(raw: Mapping[str, Any], analyte: str, unit: str | None, coded: Coded)
             except KeyError:
                 pass
             except TypeError:  # an unhashable value: read it the long way
-                return _read_range(raw, analyte, unit, coded)
+                return _reference_limits(analyte, raw, unit, coded)
             if len(_RANGES) > 4096:
                 _RANGES.clear()
-            found = _RANGES[key] = _read_range(raw, analyte, unit, coded)
+            found = _RANGES[key] = _reference_limits(analyte, raw, unit, coded)
             return found
-    return _read_range(raw, analyte, unit, coded)
-
-
-def _read_range(raw: Mapping[str, Any], analyte: str, unit: str | None, coded: Coded
-                ) -> tuple[float | None, float | None]:
-    for rng in as_list(raw.get("referenceRange")):
-        if not isinstance(rng, Mapping):
-            continue
-        limits = []
-        for bound in ("low", "high"):
-            quantity = rng.get(bound)
-            value = _number(quantity.get("value")) if isinstance(quantity, Mapping) else None
-            bound_unit = (_unit_of(quantity) if isinstance(quantity, Mapping) else None) or unit
-            limits.append(_convert(analyte, value, bound_unit, coded) if value is not None and bound_unit else None)
-        if limits[0] is not None or limits[1] is not None:
-            return limits[0], limits[1]
-    return None, None
-
-
-def _flag(raw: Mapping[str, Any]) -> str | None:
-    for concept in as_list(raw.get("interpretation")):
-        for coding in codings(concept):
-            code = coding.get("code")
-            if isinstance(code, str) and code.strip():
-                return code.strip().upper()
-    return None
+    return _reference_limits(analyte, raw, unit, coded)
 
 
 def _as_sent(value: Any) -> str:
@@ -253,12 +245,13 @@ def _as_sent(value: Any) -> str:
 
 
 def lab_point(raw: Mapping[str, Any], analyte: str, coded: Coded, when: datetime) -> LabPoint:
-    """One Observation as a point: plotted when it is a result with a number and a known unit."""
-    if analyte == "calcium" and coded.code in IONIZED_CALCIUM:
-        analyte = "calcium-ionized"
+    """One Observation as a point: plotted when it is a result with a number in a unit the rules read (a value
+    without a unit is read as the rules read it, or is not interpretable and not plotted)."""
     source = f"Observation/{raw.get('id', '?')}"
-    status = _status(raw) or "(no status)"
-    flag = _flag(raw) if "interpretation" in raw else None
+    status = raw.get("status")
+    if type(status) is not str or not status:
+        status = "(no status)"
+    flags, flag = lab_flags(raw) if "interpretation" in raw else ((), None)
     quantity = raw.get("valueQuantity")
     if type(quantity) is not dict and not isinstance(quantity, Mapping):
         absent = raw.get("dataAbsentReason")
@@ -266,30 +259,47 @@ def lab_point(raw: Mapping[str, Any], analyte: str, coded: Coded, when: datetime
             if isinstance(absent, Mapping) else None
         text = raw.get("valueString") if isinstance(raw.get("valueString"), str) else None
         shown = f'"{text[:60]}"' if text else (f"no value ({reason})" if reason else "no value")
-        return LabPoint(analyte, when, source, status, None, shown, coded.code, flag, None, None, "no numeric value")
+        return LabPoint(analyte, when, source, status, None, shown, coded.code, flag, None, None, "no numeric value",
+                        coded, flags)
+    # the usual shape first (a finite float and a UCUM code, as sent thousands of times), the general reading
+    # for everything else
     raw_value = quantity.get("value")
-    value = _number(raw_value)
-    unit = _unit_of(quantity)
-    shown = f"{_as_sent(raw_value)} {unit}" if unit else f"{_as_sent(raw_value)} (no unit)"
-    low, high = _range(raw, analyte, unit, coded) if unit else (None, None)
+    value = raw_value if type(raw_value) is float and math.isfinite(raw_value) else _number(raw_value)
+    unit = quantity.get("code")
+    unit = unit.strip() if type(unit) is str else None
+    if not unit:
+        unit = _unit_of(quantity)
+    sent = raw_value if type(raw_value) is float else _as_sent(raw_value)
+    shown = f"{sent} {unit}" if unit else f"{sent} (no unit)"
+    unit_note = None
+    read_unit = unit
+    if unit is None and value is not None:
+        read_unit, unit_note = _unitless(analyte, value, coded)
+    low, high = _range(raw, analyte, read_unit, coded) if read_unit else (None, None)
     why_not = None
     converted = None
     if status not in PLOTTED_STATUSES:
         why_not = f"status {status}"
     elif value is None:
         why_not = "the value is not a number"
-    elif unit is None:
-        why_not = "no unit"
+    elif read_unit is None:
+        why_not = f"not interpretable: {unit_note}" if unit_note else "no unit"
     else:
-        converted = _convert(analyte, value, unit, coded)
+        factor = _factor(analyte, read_unit, coded)
+        converted = None if factor is None else value * factor
         if converted is None:
-            why_not = f"unit {unit} is not one this chart reads"
+            why_not = f"not interpretable: unit {unit} is not one the service reads for this test"
         elif not 0 <= converted < 1e7:
             why_not, converted = "implausible value", None
-    return LabPoint(analyte, when, source, status, converted, shown, coded.code, flag, low, high, why_not)
+        elif analyte == "potassium" and ("note" in raw or "interpretation" in raw or "specimen" in raw) \
+                and (haemolysed := haemolysis(raw, {})):
+            # a haemolysed specimen is no potassium at all (the card does not read it either)
+            why_not, converted = f"haemolysed specimen ({haemolysed}): not a valid potassium", None
+    return LabPoint(analyte, when, source, status, converted, shown, coded.code, flag, low, high, why_not, coded,
+                    flags, unit_note)
 
 
-_CHARTED = frozenset({"ck", "potassium", "magnesium", "calcium"})
+_CHARTED = frozenset(CHART_UNITS)
 
 
 def lab_series(observations: Iterable[Mapping[str, Any]], since: datetime, now: datetime
@@ -701,6 +711,8 @@ def dots_and_table(points: Sequence[LabPoint], note: Any, table_id: str, caption
         day = p.when.date().isoformat()
         source, status = html.escape(p.source), escape(p.status)  # a source is unique: not worth the cache
         remark = note(p) if p.value is not None else ""
+        if p.unit_note and p.value is not None:  # a value sent without a unit, read as the rules read it
+            remark = f"{remark}; {p.unit_note}" if remark else p.unit_note
         if p.value is not None:
             shown = _fmt(p.value, analyte)
             # the title is built from escaped parts (names, numbers and dates need none)
@@ -802,71 +814,126 @@ def _counts(points: Sequence[LabPoint]) -> str:
     return text + (f"; {skipped} not charted (see the table)." if skipped else ".")
 
 
-@dataclass(frozen=True)
-class _Limits:
-    low: float | None
-    critical: float | None
-    axis: tuple[float, float]
+#: how the rules read each charted electrolyte (plugin/labs.py). Total calcium is graded as measured: the
+#: card corrects it for a same-day albumin, which this page does not read.
+_READINGS: dict[str, Any] = {
+    "potassium": labs.potassium_reading,
+    "magnesium": labs.magnesium_reading,
+    "calcium": lambda result, settings: labs.calcium_reading(result, None, settings),
+    "ionized-calcium": labs.ionized_calcium_reading,
+}
+#: the value range each electrolyte chart shows at least
+_AXES = {"potassium": (2.0, 6.5), "magnesium": (0.6, 3.0), "calcium": (5.5, 12.0), "ionized-calcium": (0.7, 1.6)}
+_STATE_WORDS = {labs.LOW: "low", labs.HIGH: "high", labs.ABNORMAL: "abnormal"}
+
+
+def lab_reading(point: LabPoint, settings: Settings) -> labs.Reading:
+    """How the rules read a plotted point: :mod:`plugin.labs` on its value (in the rules' unit), flags and the
+    lab's range; the service's default cut-offs where the lab gave no range."""
+    unit = CHART_UNITS[point.analyte]
+    result = LabResult(point.analyte, point.coded or Coded("", point.code), point.when, point.status, point.value,
+                       unit, point.value, unit, point.flag, point.ref_low, point.ref_high, point.source, point.flags)
+    return _READINGS[point.analyte](result, settings)
+
+
+def _reading_words(reading: labs.Reading) -> str:
+    words = _STATE_WORDS.get(reading.state, "")
+    if reading.critical:
+        words = f"critical {words}".strip()
+    if words and reading.basis == "default":
+        words += " (default cut-off)"
+    return words
+
+
+def electrolyte_bands(analyte: str, points: Sequence[LabPoint], settings: Settings
+                      ) -> tuple[list[Band], list[Rule], str]:
+    """The bands and lines of one electrolyte chart, and a sentence saying which range they are: the lab's
+    reference range (its newest result with one) when it gave one, else the service's default low and high
+    cut-offs; the critical cut-offs are always the service's (a lab sends none), as in the readings."""
+    unit = CHART_UNITS[analyte]
+    limits = labs.default_limits(analyte, settings)
+    ranged = next((p for p in reversed(points) if p.value is not None
+                   and (p.ref_low is not None or p.ref_high is not None)), None)
+    bands: list[Band] = []
+    rules: list[Rule] = []
+    if ranged is not None:
+        bands.append(Band(ranged.ref_low, ranged.ref_high, "the lab's reference range", "band-normal"))
+        for bound, label in ((ranged.ref_low, "range low"), (ranged.ref_high, "range high")):
+            if bound is not None:
+                rules.append(Rule(bound, f"{label} {_fmt(bound, analyte)}", "rule-limit"))
+        used = (f"the lab's reference range, {_ref_text(ranged.ref_low, ranged.ref_high, analyte)} {unit} (on its "
+                f"newest result with one, {ranged.when.date().isoformat()})")
+    else:
+        cutoffs = []
+        if limits.low is not None and limits.high is not None:
+            bands.append(Band(limits.low, limits.high, "within the service's default limits", "band-normal"))
+        if limits.low is not None:
+            bands.append(Band(limits.critical_low, limits.low, f"low: below {limits.low:g} {unit} (the service's "
+                              "default; the lab gave no range)", "band-low"))
+            rules.append(Rule(limits.low, f"low {limits.low:g}", "rule-low"))
+            cutoffs.append(f"low below {limits.low:g}")
+        if limits.high is not None:
+            bands.append(Band(limits.high, limits.critical_high, f"high: {limits.high:g} {unit} or more (the "
+                              "service's default; the lab gave no range)", "band-high"))
+            rules.append(Rule(limits.high, f"high {limits.high:g}", "rule-limit"))
+            cutoffs.append(f"high from {limits.high:g}")
+        used = f"the service's default cut-offs, {' and '.join(cutoffs)} {unit} (the lab gave no reference range)"
+    critical = []
+    if limits.critical_low is not None:
+        bands.append(Band(None, limits.critical_low, f"critical: below {limits.critical_low:g} {unit} (the "
+                          "service's default)", "band-critical"))
+        rules.append(Rule(limits.critical_low, f"critical {limits.critical_low:g}", "rule-critical"))
+        critical.append(f"below {limits.critical_low:g}")
+    if limits.critical_high is not None:
+        bands.append(Band(limits.critical_high, None, f"critical: {limits.critical_high:g} {unit} or more (the "
+                          "service's default)", "band-critical"))
+        rules.append(Rule(limits.critical_high, f"critical {limits.critical_high:g}", "rule-critical"))
+        critical.append(f"from {limits.critical_high:g}")
+    text = f"Range drawn: {used}; critical {' and '.join(critical)} {unit} (the service's defaults)."
+    return bands, rules, text
 
 
 def electrolyte_section(series: Mapping[str, list[LabPoint]], events: Sequence[Finding], starts: Sequence[Finding],
                         settings: Settings, since: datetime, now: datetime) -> str:
-    limits = {
-        "potassium": _Limits(settings.hypokalemia_mmol_l, settings.hypokalemia_critical_mmol_l, (2.0, 6.0)),
-        "magnesium": _Limits(settings.hypomagnesemia_mg_dl, settings.hypomagnesemia_critical_mg_dl, (0.6, 3.0)),
-        "calcium": _Limits(None, None, (6.0, 12.0)),
-        "calcium-ionized": _Limits(None, None, (0.8, 1.6)),
-    }
     marks = sorted([*events, *starts], key=lambda e: e.when)
     charts, tables, summaries = [], [], []
-    for analyte in ("potassium", "magnesium", "calcium", "calcium-ionized"):
+    for analyte in ("potassium", "magnesium", "calcium", "ionized-calcium"):
         points = series.get(analyte, [])
         if not points:
-            if analyte != "calcium-ionized":
+            if analyte != "ionized-calcium":
                 summaries.append(f"No {NAMES[analyte].lower()} results in the last two years.")
             continue
         unit = CHART_UNITS[analyte]
-        limit = limits[analyte]
-        ranged = next((p for p in reversed(points) if p.value is not None
-                       and (p.ref_low is not None or p.ref_high is not None)), None)
-        bands, rules = [], []
-        if limit.critical is not None:
-            bands.append(Band(None, limit.critical, f"critical: below {limit.critical:g} {unit}", "band-critical"))
-            rules.append(Rule(limit.critical, f"critical {limit.critical:g}", "rule-critical"))
-        if limit.low is not None:
-            bands.append(Band(limit.critical, limit.low, f"low: below {limit.low:g} {unit}", "band-low"))
-            rules.append(Rule(limit.low, f"low {limit.low:g}", "rule-low"))
-        if ranged is not None:
-            bands.append(Band(ranged.ref_low, ranged.ref_high, "the lab's reference range", "band-normal"))
-            if ranged.ref_high is not None:
-                rules.append(Rule(ranged.ref_high, f"range high {_fmt(ranged.ref_high, analyte)}", "rule-limit"))
-            if ranged.ref_low is not None and ranged.ref_low != limit.low:
-                rules.append(Rule(ranged.ref_low, f"range low {_fmt(ranged.ref_low, analyte)}", "rule-limit"))
+        bands, rules, used = electrolyte_bands(analyte, points, settings)
+        words: dict[tuple[Any, ...], str] = {}  # a series repeats few (value, flags, range) combinations
 
-        def remark(p: LabPoint, low: float | None = limit.low, critical: float | None = limit.critical) -> str:
+        def remark(p: LabPoint, words: dict[tuple[Any, ...], str] = words) -> str:
             if p.value is None:
                 return ""
-            if p.flag in ("LL", "HH") or (critical is not None and p.value < critical):
-                return "critical"
-            if p.flag in ("L", "LU") or (low is not None and p.value < low) \
-                    or (p.ref_low is not None and p.value < p.ref_low):
-                return "low"
-            if p.flag in ("H", "HU") or (p.ref_high is not None and p.value > p.ref_high):
-                return "high"
-            return ""
+            key = (p.value, p.flags, p.ref_low, p.ref_high)
+            found = words.get(key)
+            if found is None:
+                found = words[key] = _reading_words(lab_reading(p, settings))
+            return found
 
         values = [p.value for p in points if p.value is not None]
-        axis = (min([limit.axis[0], *(v * 0.9 for v in values)]), max([limit.axis[1], *(v * 1.1 for v in values)]))
+        limits = [v for b in bands for v in (b.low, b.high) if v is not None]
+        axis = (min([_AXES[analyte][0], *(v * 0.9 for v in values + limits)]),
+                max([_AXES[analyte][1], *(v * 1.1 for v in values), *limits]))
         latest = _latest_plotted(points)
+        summary = f"{escape(NAMES[analyte])}: "
         if latest is not None:
             state = remark(latest)
-            summaries.append(f"{escape(NAMES[analyte])}: latest {_fmt(latest.value, analyte)} {unit} on "
-                             f"{latest.when.date().isoformat()}{' (' + state + ')' if state else ''}; "
-                             + _counts(points))
+            summary += (f"latest {_fmt(latest.value, analyte)} {unit} on {latest.when.date().isoformat()}"
+                        f"{' (' + escape(state) + ')' if state else ''}; ")
+        summary += _counts(points) + " " + escape(used)
+        if analyte == "calcium":
+            summary += " Graded as measured: the card corrects a total calcium for a same-day albumin."
+        summaries.append(summary)
         table_id = f"table-{analyte}"
         dots, table = dots_and_table(points, remark, table_id, f"{NAMES[analyte]} results, newest first")
-        chart = Chart(f"chart-{analyte}", f"{NAMES[analyte]} over two years", since, now, axis[0], axis[1], unit,
-                      height=190, described_by=table_id, bands=bands, rules=rules,
+        chart = Chart(f"chart-{analyte}", f"{NAMES[analyte]} over two years. {used}", since, now, axis[0], axis[1],
+                      unit, height=190, described_by=table_id, bands=bands, rules=rules,
                       series=[dots], events=_event_marks(marks))
         charts.append(f'<h3>{escape(NAMES[analyte])}</h3>{chart.svg()}')
         tables.append(table)

@@ -88,6 +88,110 @@ def test_magnesium_in_mmol_per_litre_is_charted_in_mg_per_decilitre(html):
     assert chart_points(html, "chart-magnesium")["Observation/mg-mmol"] == pytest.approx(0.70 / 0.4114, abs=0.006)
 
 
+def electrolytes_page(*observations):
+    """The timeline patient with these lab results only."""
+    bundle = data.timeline_patient(NOW)
+    entries = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "Observation"]
+    return trends.render(page_for({"entry": entries + [{"resource": o} for o in observations]}, view="electrolytes"))
+
+
+def chart_of(html, chart_id):
+    svg = re.search(rf'<svg[^>]* id="{chart_id}".*?</svg>', html, re.S)
+    assert svg, f"no {chart_id}"
+    bands = re.findall(r'<rect class="band ([\w-]+)"[^>]*><title>([^<]*)</title>', svg.group(0))
+    rules = [(css, float(v)) for css, v in re.findall(r'<g class="rule ([\w-]+)" data-value="([\d.]+)"', svg.group(0))]
+    return svg.group(0), bands, rules
+
+
+def table_note(html, source):
+    row = re.search(rf'<tr data-source="{re.escape(source)}">(.*?)</tr>', html)
+    assert row, source
+    return re.findall(r"<td>(.*?)</td>", row.group(1))[-2]
+
+
+def test_without_a_lab_range_the_electrolyte_charts_draw_the_default_cut_offs_and_say_so():
+    """10.2: no reference range from the lab: the potassium chart draws the service's default low (3.5) and high
+    (5.5) and the critical cut-offs (2.5, 6.0 mmol/L), from plugin/settings.py, and the summary says so."""
+    settings = settings_for({})
+    assert (settings.hypokalemia_mmol_l, settings.hyperkalemia_mmol_l) == (3.5, 5.5)
+    assert (settings.hypokalemia_critical_mmol_l, settings.hyperkalemia_critical_mmol_l) == (2.5, 6.0)
+    html = electrolytes_page(
+        data.observation("k-low", "potassium", NOW - timedelta(days=9), 3.2, ref=False),
+        data.observation("k-crit", "potassium", NOW - timedelta(days=5), 2.4, ref=False),
+        data.observation("k-high", "potassium", NOW - timedelta(days=3), 5.7, ref=False))
+    _, bands, rules = chart_of(html, "chart-potassium")
+    assert ("rule-low", 3.5) in rules and ("rule-limit", 5.5) in rules
+    assert ("rule-critical", 2.5) in rules and ("rule-critical", 6.0) in rules
+    assert {css for css, _ in bands} == {"band-normal", "band-low", "band-high", "band-critical"}
+    assert "the lab's reference range" not in {title for _, title in bands}
+    summary = re.search(r'<section[^>]*id="view-electrolytes".*?<p class="summary">(.*?)</p>', html, re.S).group(1)
+    assert ("Range drawn: the service&#x27;s default cut-offs, low below 3.5 and high from 5.5 mmol/L (the lab "
+            "gave no reference range); critical below 2.5 and from 6 mmol/L") in summary
+    # each result is read as the card reads it (plugin/labs.py), on the default cut-offs
+    assert table_note(html, "Observation/k-low") == "low (default cut-off)"
+    assert table_note(html, "Observation/k-crit") == "critical low (default cut-off)"
+    assert table_note(html, "Observation/k-high") == "high (default cut-off)"
+
+
+def test_with_a_lab_range_the_chart_draws_the_labs_range_and_the_default_critical_cut_offs():
+    html = electrolytes_page(data.observation("mg-1", "magnesium", NOW - timedelta(days=3), 1.5),
+                             data.observation("mg-2", "magnesium", NOW - timedelta(days=2), 1.1))
+    _, bands, rules = chart_of(html, "chart-magnesium")
+    assert ("band-normal", "the lab&#x27;s reference range") in bands
+    assert "band-low" not in {css for css, _ in bands}  # the lab's range, not the default low, says what is low
+    assert ("rule-limit", 1.7) in rules and ("rule-limit", 2.4) in rules and ("rule-critical", 1.2) in rules
+    assert "Range drawn: the lab&#x27;s reference range, 1.70–2.40 mg/dL" in html
+    assert table_note(html, "Observation/mg-1") == "low"
+    assert table_note(html, "Observation/mg-2") == "critical low"
+
+
+def test_calcium_and_ionized_calcium_charts_use_the_cited_calcium_defaults():
+    """10.2: total calcium low below 8.5 and critical below 6.0 mg/dL; ionized calcium low below 1.12 and
+    critical below 0.78 mmol/L (settings, StatPearls and the ARUP critical values), when the lab gives no
+    range. Ionized calcium has its own value set and chart."""
+    settings = settings_for({})
+    assert (settings.hypocalcemia_mg_dl, settings.hypocalcemia_critical_mg_dl) == (8.5, 6.0)
+    assert (settings.ionized_hypocalcemia_mmol_l, settings.ionized_hypocalcemia_critical_mmol_l) == (1.12, 0.78)
+    html = electrolytes_page(
+        data.observation("ca-1", "calcium", NOW - timedelta(days=3), 8.1, ref=False),
+        data.observation("ca-mmol", "calcium", NOW - timedelta(days=2), 2.0, unit="mmol/L", ref=False),
+        data.observation("ica-1", "calcium", NOW - timedelta(days=2), 1.05, unit="mmol/L", code="1995-0", ref=False))
+    _, _, rules = chart_of(html, "chart-calcium")
+    assert ("rule-low", 8.5) in rules and ("rule-critical", 6.0) in rules
+    assert chart_points(html, "chart-calcium") == pytest.approx({"Observation/ca-1": 8.1,
+                                                                 "Observation/ca-mmol": 2.0 / 0.2495}, abs=0.05)
+    _, _, rules = chart_of(html, "chart-ionized-calcium")
+    assert ("rule-low", 1.12) in rules and ("rule-critical", 0.78) in rules
+    assert chart_points(html, "chart-ionized-calcium") == {"Observation/ica-1": 1.05}
+    assert table_note(html, "Observation/ica-1") == "low (default cut-off)"
+    assert "Graded as measured: the card corrects a total calcium for a same-day albumin." in html
+
+
+def test_the_lab_query_asks_for_ionized_calcium():
+    labs_query = trends.queries("p1", NOW)["labs"]
+    assert "1995-0" in labs_query and "17861-6" in labs_query
+
+
+def test_a_value_without_a_unit_is_read_as_the_card_reads_it_or_listed_as_not_interpretable():
+    """10.2: a magnesium of 2.0 from a mass-concentration code is a mg/dL value (plotted, and the table says how
+    it was read); 0.62 fits no mass unit: not interpretable, listed, never plotted."""
+    html = electrolytes_page(data.observation("mg-bare", "magnesium", NOW - timedelta(days=3), 2.0, unit=None),
+                             data.observation("mg-odd", "magnesium", NOW - timedelta(days=2), 0.62, unit=None))
+    assert chart_points(html, "chart-magnesium") == {"Observation/mg-bare": 2.0}
+    assert "no unit: read as mg/dL" in table_note(html, "Observation/mg-bare")
+    assert table_note(html, "Observation/mg-odd").startswith("not interpretable: no unit, and 0.62 is not a "
+                                                             "plausible value")
+
+
+def test_a_haemolysed_potassium_is_listed_not_plotted():
+    """10.2: a haemolysed specimen is no valid potassium (the card does not read it): listed with the reason."""
+    haemolysed = data.observation("k-hem", "potassium", NOW - timedelta(days=2), 5.9)
+    haemolysed["note"] = [{"text": "Specimen haemolysed"}]
+    html = electrolytes_page(haemolysed, data.observation("k-ok", "potassium", NOW - timedelta(days=1), 4.2))
+    assert chart_points(html, "chart-potassium") == {"Observation/k-ok": 4.2}
+    assert "haemolysed specimen" in table_note(html, "Observation/k-hem")
+
+
 def test_ck_is_graded_against_the_labs_own_limit_and_its_multiples(html):
     rules = dict(re.findall(r'<g class="rule ([\w-]+)" data-value="([\d.]+)"', re.search(
         r'<svg[^>]* id="chart-ck".*?</svg>', html, re.S).group(0)))
