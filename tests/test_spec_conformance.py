@@ -385,7 +385,8 @@ def test_links_have_label_absolute_url_and_type_and_no_app_context(cards):
             assert isinstance(link["label"], str) and link["label"].strip(), where
             assert is_absolute_url(link["url"]), where
             assert link["type"] in ("absolute", "smart"), where
-            # appContext only on smart links; the service sends only absolute links, so never
+            # appContext only on smart links; these fixture responses come from a service serving no SMART app
+            # (its smart links and their appContext are tested in tests/plugin/test_trends.py), so never
             assert link["type"] == "absolute" and "appContext" not in link, where
 
 

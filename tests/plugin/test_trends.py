@@ -437,6 +437,24 @@ def test_the_dose_chart_draws_the_bands_and_puts_pulses_above_the_axis(html):
 # ------------------------------------------------------------------------------------- card links
 
 
+def assert_drill_down_link(card, view):
+    """The card's context-specific drill-down view is its first link, a SMART launch (type smart) whose
+    appContext, a string, names the view; its other links are absolute and carry no appContext; the source
+    url stays the static evidence page."""
+    link = card["links"][0]
+    assert link == {"label": "Open the lab and steroid timeline", "url": LAUNCH_URL, "type": "smart",
+                    "appContext": f"view={view}"}
+    assert isinstance(link["appContext"], str)
+    others = card["links"][1:]
+    assert others and all(other["type"] == "absolute" and "appContext" not in other for other in others)
+    assert card["source"]["url"] != LAUNCH_URL
+
+
+SMART_LINK_REQUIREMENTS = ("cds-hooks_2.0@110", "cds-hooks_2.0@142", "cds-hooks_2.0@144", "cds-hooks_2.0@145",
+                           "cds-hooks_2.0@146", "cds-hooks_2.0@147")
+
+
+@pytest.mark.requirement(*SMART_LINK_REQUIREMENTS)
 @pytest.mark.parametrize(("resources", "topic", "view"), [
     ([], "ck-testing", "ck"),
     ([b.ck(900)], "ck-elevated", "ck"),
@@ -447,15 +465,16 @@ def test_ck_and_electrolyte_cards_link_to_the_timeline_when_the_app_is_served(re
     request = replace(b.hook_request(b.baseline(*resources)), smart_apps=MappingProxyType({"trends": LAUNCH_URL}))
     card = b.card(advise(request), topic)
     assert card_problems(card) == []
-    assert card["links"][0] == {"label": "Open the lab and steroid timeline", "url": LAUNCH_URL, "type": "smart",
-                                "appContext": f"view={view}"}
+    assert_drill_down_link(card, view)
 
 
+@pytest.mark.requirement(*SMART_LINK_REQUIREMENTS)
 def test_the_steroid_card_opens_the_steroid_view():
     prednisone = b.medication_request("312615", "prednisone 20 MG Oral Tablet", dosages=[b.dosage(40)])
     request = replace(b.hook_request(b.baseline(prednisone)), smart_apps=MappingProxyType({"trends": LAUNCH_URL}))
     card = b.card(advise(request), "steroid-review")
-    assert card["links"][0]["type"] == "smart" and card["links"][0]["appContext"] == "view=steroid"
+    assert card_problems(card) == []
+    assert_drill_down_link(card, "steroid")
 
 
 def test_no_smart_link_when_the_app_is_not_served_or_the_card_has_no_view():
