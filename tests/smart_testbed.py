@@ -45,6 +45,7 @@ from fhir_testbed import (
     free_port,
     wait_for_http,
 )
+from readiness import DEFAULT_DEADLINE
 
 from cds_hooks import create_app
 from cds_hooks.fhir_server import LocalFHIRServer, stop_process
@@ -74,7 +75,7 @@ class SmartFHIRServer(LocalFHIRServer):
                                    "enforce_scopes": True}
         return settings
 
-    def start(self, timeout: float = 60) -> SmartFHIRServer:
+    def start(self, timeout: float = DEFAULT_DEADLINE) -> SmartFHIRServer:  # SEKMET's first start may be slow
         data = self.workdir / "data"
         data.mkdir(parents=True, exist_ok=True)
         with sqlite3.connect(data / "sekmet.db") as db:
@@ -117,7 +118,7 @@ class TestEHR:
             self.process = subprocess.Popen([shutil.which("node") or "node", "ehr.mjs"], cwd=folder, env=env,
                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            wait_for_http(f"{self.fhir_base}/.well-known/smart-configuration", 30, self.process, self.log_path)
+            wait_for_http(f"{self.fhir_base}/.well-known/smart-configuration", self.process, self.log_path)
         except TestbedError:
             self.stop()
             raise
