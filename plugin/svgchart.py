@@ -196,7 +196,12 @@ class Chart:
 
     def _steps(self) -> list[str]:
         out = []
+        previous: Step | None = None
         for step in self.steps:
+            # a clipped step continuing one of the same value (another record of the same pulse) is not labelled
+            # again: the labels would overprint
+            continued = (previous is not None and previous.value == step.value and previous.end == step.start)
+            previous = step
             if step.value is None:
                 x1, x2 = self.x(step.start), self.x(step.end)
                 out.append(f'<rect class="unknown" x="{x1:.1f}" y="{TOP}" width="{max(x2 - x1, 1):.1f}" '
@@ -208,7 +213,7 @@ class Chart:
             out.append(f'<g class="step{" clipped" if clipped else ""}"{attributes(step.attrs)}>'
                        f'<line x1="{x1:.1f}" y1="{y:.1f}" x2="{max(x2, x1 + 2):.1f}" y2="{y:.1f}"/>'
                        + (f'<text x="{x1:.1f}" y="{y + 12:.1f}">▲ {escape(number(step.value))}</text>'
-                          if clipped else "")
+                          if clipped and not continued else "")
                        + f"<title>{escape(step.title)}</title></g>")
         return out
 

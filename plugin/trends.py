@@ -10,10 +10,13 @@ One page per patient, three views sharing one time axis (the last two years), so
 
 * ``ck``: creatine kinase on a logarithmic axis, with the upper limit of normal (the lab's, else the
   default for the patient's sex) and its marked and critical multiples;
-* ``electrolytes``: potassium, magnesium and total calcium (ionized calcium too, when there is any), with
-  the lab's reference range and the service's low and critical thresholds; the dates diuretics, proton
-  pump inhibitors and calcineurin inhibitors started are marked;
-* ``steroid``: the prednisone-equivalent daily dose over time (:func:`prednisone_dose_series`) against the
+* ``electrolytes``: potassium, magnesium and total calcium (ionized calcium too, when there is any), each
+  result read as the rules read it (their unit table, :mod:`plugin.labs` readings), with the lab's
+  reference range, else the service's default low and high cut-offs, and the default critical cut-offs
+  (the summary says which range is drawn); the dates diuretics, proton pump inhibitors and calcineurin
+  inhibitors started are marked;
+* ``steroid``: the prednisone-equivalent daily dose over time (:func:`prednisone_dose_series`: the steroid
+  card's own medication timeline, :mod:`plugin.timeline`, at every instant the dose changes) against the
   dose bands, pulses drawn above the axis, doses given in hospital (MedicationAdministration) as points.
 
 Every chart marks the dates of fasciculation and red-flag findings (weakness, loss of sensation, trouble
@@ -595,12 +598,15 @@ def prednisone_dose_series(resources: Iterable[Any], since: datetime, now: datet
         else:
             steps.append(DoseStep(begin, finish, mg, sources, detail))
 
+    skipped: datetime | None = None
     for begin, finish in zip(ordered, [*ordered[1:], now], strict=True):
-        if finish - begin < _BLINK:
-            continue  # two inclusive bounds meeting at one instant (a line's end, the next one's start)
+        if finish - begin < _BLINK:  # two inclusive bounds meeting at one instant (a line's end, the next start)
+            skipped = skipped or begin  # the next step is drawn from here, so the steps stay contiguous
+            continue
         in_force = [replace(s.med, current=True) for s in spans if s.in_force(begin)]
         recent = [m for when, m in given if begin - 2 * _ADMINISTRATION_HOURS <= when <= begin]
-        add(begin, finish, _dose_at([*in_force, *recent], begin, settings))
+        add(skipped or begin, finish, _dose_at([*in_force, *recent], begin, settings))
+        skipped = None
     current = _dose_at(meds, now, settings)  # the card's timeline, exactly
     if not steps or (steps[-1].mg, steps[-1].sources) != current[:2]:  # a change at now itself (a record dated now)
         add(now, now, current)
@@ -962,7 +968,10 @@ def steroid_section(dose: DoseSeries, events: Sequence[Finding], settings: Setti
     below_pulse = [s.mg for s in dose.steps if s.mg is not None and s.mg < settings.steroid_pulse_mg]
     below_pulse += [g.mg for g in dose.given if g.mg is not None and g.mg < settings.steroid_pulse_mg]
     top = max([settings.steroid_high_above_mg + 10, *(mg * 1.2 for mg in below_pulse)])
-    pulses = [s for s in dose.steps if s.mg is not None and s.mg >= settings.steroid_pulse_mg]
+    # one pulse per run of pulse-dose steps (an order and then its administrations can be two steps of one pulse)
+    pulse_mg = settings.steroid_pulse_mg
+    pulses = [s for n, s in enumerate(dose.steps) if s.mg is not None and s.mg >= pulse_mg
+              and not (n and dose.steps[n - 1].end == s.start and (dose.steps[n - 1].mg or 0) >= pulse_mg)]
     if pulses:
         summary += (f" {len(pulses)} pulse{'s' if len(pulses) != 1 else ''} (≥ {number(settings.steroid_pulse_mg)} "
                     "mg/day) drawn at the top of the chart with the dose.")

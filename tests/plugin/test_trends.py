@@ -306,6 +306,9 @@ def test_the_dose_series_follows_the_pulse_and_the_taper(timeline):
     assert [g.mg for g in series.given] == [1250.0, 1250.0, 1250.0]
     assert [g.day.date() for g in series.given] == [(plan["pulse"] + timedelta(days=i)).date() for i in range(3)]
     assert all(s.mg == 0.0 for s in series.steps if not s.sources)
+    # the steps cover the window without gaps or overlaps
+    assert series.steps[0].start == SINCE and series.steps[-1].end == NOW
+    assert all(a.end == b.start for a, b in zip(series.steps, series.steps[1:], strict=False))
 
 
 def test_a_taper_in_sequence_and_bounds_duration_steps_is_charted_step_by_step():
@@ -432,6 +435,8 @@ def test_the_dose_chart_draws_the_bands_and_puts_pulses_above_the_axis(html):
     assert re.search(r'<g class="step" data-source="MedicationRequest/pred-taper" data-value="10"', svg)
     assert 'class="band band-normal"' in svg and 'class="band band-critical"' not in svg.split("mg/day")[0]
     assert "Now: 10 mg/day prednisone equivalent (medium)" in html
+    # the order's three days, then its last administration's 24 hours: one pulse, labelled once
+    assert svg.count("▲") == 1 and "1 pulse (≥ 250 mg/day)" in html
 
 
 # ------------------------------------------------------------------------------------- card links
