@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import html
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
@@ -97,7 +98,6 @@ ELECTROLYTE_DRUGS = {
     VS.CALCINEURIN_INHIBITORS: "calcineurin inhibitor",
 }
 _SKIPPED_MEDICATION_STATUSES = frozenset({"entered-in-error", "cancelled", "not-taken", "draft"})
-_ONGOING_STATUSES = frozenset({"active", "on-hold", "intended", "unknown"})
 
 
 # ------------------------------------------------------------------------------------------ the app
@@ -705,6 +705,9 @@ def _fmt(value: float | None, analyte: str) -> str:
     return f"{value:,.{DECIMALS.get(analyte, 1)}f}"
 
 
+_NEEDS_ESCAPE = re.compile(r"[&<>\"']").search
+
+
 def dots_and_table(points: Sequence[LabPoint], note: Any, table_id: str, caption: str) -> tuple[list[Dot], str]:
     """The chart's points and the same data as a plain table (every result, plotted or not, newest first, as
     clinicians read results), in one pass: a two-year daily series is thousands of results."""
@@ -715,7 +718,9 @@ def dots_and_table(points: Sequence[LabPoint], note: Any, table_id: str, caption
     dots, rows = [], []
     for p in points:
         day = p.when.date().isoformat()
-        source, status = html.escape(p.source), escape(p.status)  # a source is unique: not worth the cache
+        # a source is unique (not worth the cache) and almost never has a character to escape: one scan for them
+        source = html.escape(p.source) if _NEEDS_ESCAPE(p.source) else p.source
+        status = escape(p.status)
         remark = note(p) if p.value is not None else ""
         if p.unit_note and p.value is not None:  # a value sent without a unit, read as the rules read it
             remark = f"{remark}; {p.unit_note}" if remark else p.unit_note
