@@ -32,6 +32,7 @@ import functools
 import html
 import math
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
@@ -558,6 +559,19 @@ def _dose_at(meds: Sequence[MedicationFact], moment: datetime, settings: Setting
     return mg, tuple(sorted(set(sources))), "; ".join(parts + unknown) or "no systemic corticosteroid recorded"
 
 
+_LATER_DAYS = "; the same dose from the administrations of the days after (each listed as given)"
+
+
+def _same_dose(step: DoseStep, mg: float | None, sources: tuple[str, ...]) -> bool:
+    """Does a dose continue ``step``: the same mg/day from the same orders and statements? Administrations
+    count as one source (a dose given daily is one step, not one per day: each day is listed as given)."""
+    def orders(found: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
+        kept = tuple(s for s in found if not s.startswith("MedicationAdministration/"))
+        return kept, len(kept) != len(found)
+
+    return step.mg == mg and orders(step.sources) == orders(sources)
+
+
 def prednisone_dose_series(resources: Iterable[Any], since: datetime, now: datetime,
                            settings: Settings | None = None) -> DoseSeries:
     """The prednisone-equivalent daily dose over ``[since, now]``, as steps, and the doses given in hospital
@@ -581,20 +595,35 @@ def prednisone_dose_series(resources: Iterable[Any], since: datetime, now: datet
              if s is not None]
     given = sorted(((when, m) for m in meds if m.resource_type == "MedicationAdministration"
                     and (when := _given_at(m)) is not None), key=lambda item: item[0])
+    given_at = [when for when, _ in given]
 
     instants: set[datetime | None] = set()
     for span in spans:
         instants.update(span.instants)
-    for when, _ in given:  # the timeline counts an administration from when it was given, for 24 hours
-        instants.update((when, _after(when, _ADMINISTRATION_HOURS)))
+    # The timeline counts an administration from when it was given, for 24 hours: its dose changes when one is
+    # given, and when the latest of an ingredient turns 24 hours old (not when an earlier one does: a daily
+    # dose recorded in a care home's administration record is hundreds of them).
+    next_given: dict[str, datetime] = {}
+    for when, med in reversed(given):
+        key = timeline.ingredient_key(med)[0]
+        later = next_given.get(key)
+        instants.add(when)
+        if later is None or later - when > _ADMINISTRATION_HOURS:
+            instants.add(_after(when, _ADMINISTRATION_HOURS))
+        next_given[key] = when
     ordered = [since, *sorted(t for t in instants if t is not None and since < t < now)]
 
     steps: list[DoseStep] = []
 
     def add(begin: datetime, finish: datetime, value: tuple[float | None, tuple[str, ...], str]) -> None:
         mg, sources, detail = value
-        if steps and steps[-1].mg == mg and steps[-1].sources == sources:
-            steps[-1] = DoseStep(steps[-1].start, finish, mg, sources, steps[-1].detail)
+        if steps and _same_dose(steps[-1], mg, sources):
+            last = steps[-1]
+            if last.sources != sources and not last.detail.endswith(_LATER_DAYS):
+                detail = last.detail + _LATER_DAYS  # the same daily dose given day after day: one step
+            else:
+                detail = last.detail
+            steps[-1] = DoseStep(last.start, finish, mg, last.sources, detail)
         else:
             steps.append(DoseStep(begin, finish, mg, sources, detail))
 
@@ -604,11 +633,16 @@ def prednisone_dose_series(resources: Iterable[Any], since: datetime, now: datet
             skipped = skipped or begin  # the next step is drawn from here, so the steps stay contiguous
             continue
         in_force = [replace(s.med, current=True) for s in spans if s.in_force(begin)]
-        recent = [m for when, m in given if begin - 2 * _ADMINISTRATION_HOURS <= when <= begin]
+        recent = [m for _, m in given[bisect_left(given_at, begin - 2 * _ADMINISTRATION_HOURS):
+                                      bisect_right(given_at, begin)]]
         add(skipped or begin, finish, _dose_at([*in_force, *recent], begin, settings))
         skipped = None
-    current = _dose_at(meds, now, settings)  # the card's timeline, exactly
-    if not steps or (steps[-1].mg, steps[-1].sources) != current[:2]:  # a change at now itself (a record dated now)
+    # the card's timeline, exactly; administrations older than 48 hours cannot change today's dose (they only
+    # feed the timeline's pulse list, which this chart does not read), and a care home's record has hundreds
+    recent_enough = now - 2 * _ADMINISTRATION_HOURS
+    current = _dose_at([m for m in meds if m.resource_type != "MedicationAdministration"]
+                       + [m for when, m in given if when >= recent_enough], now, settings)
+    if not steps or not _same_dose(steps[-1], *current[:2]):  # a change at now itself (a record dated now)
         add(now, now, current)
 
     days: dict[date, list[tuple[datetime, MedicationFact]]] = {}

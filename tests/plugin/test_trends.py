@@ -414,6 +414,19 @@ def test_a_course_that_has_ended_is_charted_while_it_ran():
     assert steps[-1].mg == 0.0 and card_timeline([completed, ended]).total == 0
 
 
+def test_a_dose_given_day_after_day_is_one_step_and_each_day_is_listed_as_given():
+    """A care home's administration record: hydrocortisone 50 mg every morning for 30 days is one step of
+    12.5 mg/day prednisone equivalent (the timeline's dose of the last day given), with 30 days given, not 30
+    steps; and it is the card's dose now."""
+    given = [b.medication_administration(*HYDROCORTISONE, days_ago=day + 0.2, dose=50) for day in range(30)]
+    series = chart_series(given)
+    dosed = [s for s in series.steps if s.mg]
+    assert len(dosed) == 1 and dosed[0].mg == 12.5 and dosed[0].end == b.NOW
+    assert dosed[0].start == b.NOW - timedelta(days=29.2)
+    assert [g.mg for g in series.given] == [12.5] * 30
+    assert card_timeline(given).total == 12.5
+
+
 def test_records_without_dates_are_charted_as_far_as_they_can_be_and_say_so():
     """An active order without authoredOn or any start is current (the card counts it): charted over the
     window, with a note; a completed one without an end is charted for its first day, with a note."""
