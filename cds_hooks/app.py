@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from . import config as settings
-from . import cors, jsonio, logs, metrics
+from . import cors, logs, metrics
 from .errors import (
     CDSHooksError,
     InvalidRequest,
@@ -24,47 +23,11 @@ from .errors import (
 from .feedback_store import FeedbackStore
 from .fetch import Fetcher, NoFetcher
 from .issued_cards import IssuedCardLog
-from .models import ServiceDefinition
 from .plugins import collect_services, plugin_manager
 from .redis_state import RedisState
+from .state import CDSHooks, json_response, state  # noqa: F401  (state, json_response: public here too)
 
 log = logging.getLogger("cds_hooks")
-
-
-@dataclass
-class CDSHooks:
-    """Everything the blueprints need, kept in ``app.extensions["cds_hooks"]``."""
-
-    config: Mapping[str, Any]
-    services: dict[tuple[str, str], ServiceDefinition]
-    fetcher: Fetcher
-    authenticator: Any
-    feedback_store: FeedbackStore
-    clock: Callable[[], datetime]
-    plugin_manager: Any = None
-    by_id: dict[str, dict[str, ServiceDefinition]] = field(default_factory=dict)
-    #: Redis-backed state shared by replicas (:mod:`cds_hooks.redis_state`), or None (in-memory)
-    shared_state: Any = None
-    #: records issued cards for feedback reports (:mod:`cds_hooks.issued_cards`)
-    issued_cards: Any = None
-
-    def __post_init__(self) -> None:
-        for (service_id, hook), service in self.services.items():
-            self.by_id.setdefault(service_id, {})[hook] = service
-
-    def audience(self, path: str) -> str:
-        """The exact URL a client JWT's ``aud`` must name for ``path`` (SEC-8)."""
-        base = self.config.get("LUPUS_CDS_PUBLIC_URL") or request.url_root.rstrip("/")
-        return base + path
-
-
-def state() -> CDSHooks:
-    return current_app.extensions["cds_hooks"]
-
-
-def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(jsonio.dumps(body), status=status,
-                    mimetype="application/json", headers=dict(headers or {}))
 
 
 def _utc_now() -> datetime:
@@ -122,8 +85,17 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: Iterable[Any
     app.register_blueprint(feedback.bp)
     app.register_blueprint(wellknown.bp)
     cors.init_app(app)
+    app.after_request(_protective_headers)
     app.register_error_handler(Exception, handle_error)
     return app
+
+
+def _protective_headers(response: Response) -> Response:
+    """Answers hold patient-specific advice: no cache (browser, proxy) may keep them, and no browser may
+    read a JSON answer as anything else. A view that set its own caching (the public JWKS) keeps it."""
+    response.headers.setdefault("Cache-Control", "no-store")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 def _default_fetcher(cfg: Mapping[str, Any]) -> Fetcher:

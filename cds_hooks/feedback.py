@@ -6,8 +6,8 @@ from __future__ import annotations
 from flask import Blueprint, Response
 
 from . import metrics
-from .app import json_response, state
 from .services import authenticate, find_service, read_json_body
+from .state import json_response, state
 from .validation import validate_feedback
 
 bp = Blueprint("feedback", __name__)

@@ -11,13 +11,13 @@ from typing import Any
 from flask import Blueprint, Response, g, request
 
 from . import collector
-from .app import CDSHooks, json_response, state
 from .cards import prune
 from .errors import InvalidRequest, PreconditionFailed, UnknownService
 from .fetch import FetchRequest
 from .logs import set_hook_instance
 from .models import HookRequest, PrefetchStatus, PrefetchView, ServiceDefinition
 from .prefetch import classify, merge_fetched
+from .state import CDSHooks, json_response, state
 from .validation import parse_json_object, validate_hook_request
 
 bp = Blueprint("services", __name__)
