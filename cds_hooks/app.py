@@ -25,6 +25,7 @@ from .fetch import Fetcher, NoFetcher
 from .issued_cards import IssuedCardLog
 from .plugins import collect_services, plugin_manager
 from .redis_state import RedisState
+from .replay_store import replay_store_from_config
 from .state import CDSHooks, json_response, state  # noqa: F401  (state, json_response: public here too)
 
 log = logging.getLogger("cds_hooks")
@@ -59,8 +60,9 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: Iterable[Any
     if authenticator is None:
         from .auth import ClientAuthenticator
 
-        # With Redis, replicas share one jti memory; without, the authenticator keeps its in-memory one.
-        shared = {"replay_store": shared_state.replay_store()} if shared_state else {}
+        # Redis for replicas on many hosts, else a SQLite file every process of this host shares.
+        replay_store = replay_store_from_config(cfg, shared_state)
+        shared = {"replay_store": replay_store} if replay_store is not None else {}
         authenticator = ClientAuthenticator.from_config(cfg, **shared)
     if fetcher is None:
         fetcher = _default_fetcher(cfg)

@@ -67,7 +67,7 @@ def evaluate(request_file: Any, service_id: str | None, as_json: bool, now: str 
         instant = datetime.fromisoformat(now.replace("Z", "+00:00"))
         clock = lambda: instant  # noqa: E731
     app = create_app({"LUPUS_CDS_ALLOW_UNSIGNED": True, "LUPUS_CDS_DATABASE_URL": "sqlite://",
-                      "LUPUS_CDS_LOG_FORMAT": "text"}, clock=clock)  # a person reads this stderr
+                      "LUPUS_CDS_REPLAY_DB": "memory", "LUPUS_CDS_LOG_FORMAT": "text"}, clock=clock)  # a person reads this stderr
     target = _pick_service_id(app, body.get("hook") if isinstance(body, dict) else None, service_id)
     response = app.test_client().post(f"/cds-services/{target}", data=raw,
                                       headers={"Content-Type": "application/json"})

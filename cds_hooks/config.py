@@ -16,9 +16,13 @@ from typing import Any
 PREFIX = "LUPUS_CDS_"
 
 
+def default_data_dir() -> Path:
+    """Where the service keeps its files by default: ``$XDG_DATA_HOME/lupus-cds`` (``~/.local/share/...``)."""
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "lupus-cds"
+
+
 def default_database_url() -> str:
-    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return f"sqlite:///{data_home / 'lupus-cds' / 'feedback.sqlite3'}"
+    return f"sqlite:///{default_data_dir() / 'feedback.sqlite3'}"
 
 
 #: name -> (default, description). The README's configuration table is generated from the same text.
@@ -51,8 +55,14 @@ SETTINGS: dict[str, tuple[Any, str]] = {
         "patient ids or resource content."),
     "LUPUS_CDS_REDIS_URL": (
         None, "Redis URL (`redis://` or `rediss://`, with password) for state shared by replicas: the "
-        "client-JWT replay store (`jti`) and the backend-services token cache. Unset: in-memory, correct "
-        "for ONE process only. When set and Redis is unreachable, client JWTs are refused (fail closed)."),
+        "client-JWT replay store (`jti`) and the backend-services token cache. Unset: the replay store is "
+        "`LUPUS_CDS_REPLAY_DB` (shared by the processes of one host) and tokens are cached per process. When "
+        "set and Redis is unreachable, client JWTs are refused (fail closed)."),
+    "LUPUS_CDS_REPLAY_DB": (
+        None, "Without `LUPUS_CDS_REDIS_URL`: the SQLite file where every process of this host records the "
+        "client-JWT `jti` values it accepted, so a token replayed to another worker is refused. Default: "
+        "`$XDG_DATA_HOME/lupus-cds/replay.sqlite3`, next to the default feedback database; it must be on a "
+        "local disk. `memory`: in-process only, for ONE process (`serve` then refuses several workers)."),
     "LUPUS_CDS_REDIS_PREFIX": (
         "cds-hooks:", "Prefix of every Redis key (to share one Redis between services)."),
     "LUPUS_CDS_REDIS_TIMEOUT": (0.5, "Redis connect and read timeout, in seconds."),
