@@ -27,12 +27,17 @@ def cli() -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8080, show_default=True, type=int, help="TCP port.")
-@click.option("--workers", default=None, type=int, help="Worker processes (default: from cds_hooks/gunicorn_conf.py).")
+@click.option("--workers", default=None, type=click.IntRange(1),
+              help="Worker processes (default: LUPUS_CDS_WORKERS, else one per CPU).")
 def serve(host: str, port: int, workers: int | None) -> None:
-    """Serve the API at http://HOST:PORT/cds-services with gunicorn (a production WSGI server)."""
-    from .server import run_gunicorn
+    """Serve the API at http://HOST:PORT/cds-services with granian (a production HTTP server)."""
+    from .server import build_server
 
-    run_gunicorn(host=host, port=port, workers=workers)
+    try:
+        server = build_server(host=host, port=port, workers=workers)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    server.serve()
 
 
 cli.add_command(feedback_report)
@@ -67,7 +72,8 @@ def evaluate(request_file: Any, service_id: str | None, as_json: bool, now: str 
         instant = datetime.fromisoformat(now.replace("Z", "+00:00"))
         clock = lambda: instant  # noqa: E731
     app = create_app({"LUPUS_CDS_ALLOW_UNSIGNED": True, "LUPUS_CDS_DATABASE_URL": "sqlite://",
-                      "LUPUS_CDS_REPLAY_DB": "memory", "LUPUS_CDS_LOG_FORMAT": "text"}, clock=clock)  # a person reads this stderr
+                      "LUPUS_CDS_REPLAY_DB": "memory",
+                      "LUPUS_CDS_LOG_FORMAT": "text"}, clock=clock)  # a person reads this stderr
     target = _pick_service_id(app, body.get("hook") if isinstance(body, dict) else None, service_id)
     response = app.test_client().post(f"/cds-services/{target}", data=raw,
                                       headers={"Content-Type": "application/json"})

@@ -97,10 +97,18 @@ SETTINGS: dict[str, tuple[Any, str]] = {
         60, "A cached backend-services access token is replaced this many seconds (at most half its "
         "lifetime) before it expires."),
     "LUPUS_CDS_WORKERS": (
-        None, "gunicorn worker processes for `serve` (default: 2 x CPUs + 1, at most 8; `--workers` wins)."),
-    "LUPUS_CDS_THREADS": (4, "Threads per gunicorn worker for `serve`."),
-    "LUPUS_CDS_GUNICORN_CONF": (
-        None, "gunicorn config file for `serve` (default: `cds_hooks/gunicorn_conf.py`, shipped in the package)."),
+        None, "Worker processes of `serve` (default: one per CPU; `--workers` wins). Every process shares the "
+        "replay store, so all cores serve safely without Redis."),
+    "LUPUS_CDS_THREADS": (8, "Threads per `serve` worker that run requests (hook calls wait on FHIR servers "
+                          "in them)."),
+    "LUPUS_CDS_QUEUE": (
+        16, "Requests per `serve` worker admitted to wait for a free thread. Past threads + queue, a request "
+        "is answered `503` with `Retry-After` at once, before its body is read. `/healthz`, `/readyz` and "
+        "`/metrics` do not count."),
+    "LUPUS_CDS_BODY_TIMEOUT": (
+        30.0, "Seconds a client has to send a request body once its headers arrived; slower is `408`. "
+        "(Headers must arrive within 10 s, and idle connections close after 10 s.) A client waiting on the "
+        "network holds no thread."),
 }
 
 
@@ -129,7 +137,8 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
     config["LUPUS_CDS_METRICS"] = parse_bool(config["LUPUS_CDS_METRICS"])
     config["LUPUS_CDS_ISSUED_CARDS_QUEUE"] = parse_int(config["LUPUS_CDS_ISSUED_CARDS_QUEUE"],
                                                        "LUPUS_CDS_ISSUED_CARDS_QUEUE")
-    for name in ("LUPUS_CDS_JWT_MAX_LIFETIME", "LUPUS_CDS_JWT_LEEWAY", "LUPUS_CDS_MAX_BODY_BYTES"):
+    for name in ("LUPUS_CDS_JWT_MAX_LIFETIME", "LUPUS_CDS_JWT_LEEWAY", "LUPUS_CDS_MAX_BODY_BYTES",
+                 "LUPUS_CDS_THREADS", "LUPUS_CDS_QUEUE"):
         config[name] = parse_int(config[name], name)
     if not config.get("LUPUS_CDS_DATABASE_URL"):
         config["LUPUS_CDS_DATABASE_URL"] = default_database_url()

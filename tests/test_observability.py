@@ -1,4 +1,4 @@
-"""Observability: health probes, Prometheus metrics (in-process and merged across gunicorn workers), and
+"""Observability: health probes, Prometheus metrics (in-process and merged across `serve`'s workers), and
 structured JSON logs that never carry tokens, JWTs, patient ids or resource content."""
 
 from __future__ import annotations
@@ -231,10 +231,10 @@ def test_formatter_masks_jwts_and_bearer_tokens_that_reach_a_message():
     assert "eyJzdWIiOiIx" not in message and "abc.def" not in message and "zzz" not in message
 
 
-# --- under gunicorn, two workers -----------------------------------------------------------------------
+# --- under `lupus-cds serve`, two workers -----------------------------------------------------------------------
 
 @pytest.mark.integration
-def test_metrics_and_json_logs_under_gunicorn_with_two_workers(tmp_path):
+def test_metrics_and_json_logs_under_serve_with_two_workers(tmp_path):
     from servers import free_port
 
     port = free_port()
@@ -283,8 +283,8 @@ def test_metrics_and_json_logs_under_gunicorn_with_two_workers(tmp_path):
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=20)
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
-    access = [line for line in lines if line["logger"] == "gunicorn.access"]
+    access = [line for line in lines if line["logger"] == "cds_hooks.access"]
     assert len(access) >= calls
     assert all(line["path"] and "?" not in line["path"] for line in access)
-    assert any(line["logger"] == "gunicorn.error" for line in lines), "gunicorn's own lines are JSON too"
+    assert any(line["logger"].startswith("_granian") for line in lines), "the server's own lines are JSON too"
     assert PATIENT_ID not in log_path.read_text()
