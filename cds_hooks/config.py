@@ -82,7 +82,9 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "LUPUS_CDS_FHIR_MAX_RESPONSE_BYTES": (
         10 * 1024 * 1024, "Largest FHIR response body accepted, in bytes; a larger one counts as a failure."),
     "LUPUS_CDS_FHIR_CONCURRENCY": (
-        8, "FHIR requests in flight at once per process (the queries of one hook call run concurrently)."),
+        8, "FHIR requests in flight at once per FHIR server (base URL), per process (the queries of one hook "
+        "call run concurrently). Each server has its own threads: one that is slow or never answers cannot "
+        "take the fetch capacity of another."),
     "LUPUS_CDS_SANDBOX_FHIR_SERVERS": (
         "", "Comma-separated FHIR base URLs the service may call in unsigned sandbox mode "
         "(`LUPUS_CDS_ALLOW_UNSIGNED`), with the request's `fhirAuthorization`, the service's own SMART token "

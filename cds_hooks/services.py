@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 from flask import Blueprint, Response, g, request
+from werkzeug.exceptions import HTTPException
 
 from . import collector
 from .cards import prune
@@ -39,7 +40,13 @@ def read_json_body() -> dict[str, Any]:
         error = InvalidRequest(f"Content-Type must be application/json, not {content_type}")
         error.status_code = 415
         raise error
-    return parse_json_object(request.get_data(cache=False))
+    try:
+        raw = request.get_data(cache=False)
+    except HTTPException:
+        raise  # 413 over LUPUS_CDS_MAX_BODY_BYTES, 400 for a body shorter than its Content-Length
+    except Exception:  # whatever the WSGI server raises for bad framing (gunicorn: InvalidChunkSize)
+        raise InvalidRequest("the request body could not be read (malformed framing)") from None
+    return parse_json_object(raw)
 
 
 def find_service(cds: CDSHooks, service_id: str) -> dict[str, ServiceDefinition]:

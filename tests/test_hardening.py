@@ -55,3 +55,20 @@ def test_loggable_path_shows_only_routes_and_known_service_ids(app):
     assert logs.loggable_path(app, "/healthz", known) == "/healthz"
     for unknown in ("/patients/PID-5c1e93", "/cds-services/a/b/c", "/%00", "", "/healthz/PID-5c1e93"):
         assert logs.loggable_path(app, unknown, known) == logs.UNMATCHED_PATH
+
+
+def test_a_body_the_wsgi_server_cannot_decode_is_400_not_500(app):
+    """Under another WSGI server (gunicorn raises InvalidChunkSize from wsgi.input), not a 500."""
+    class BrokenInput:
+        def read(self, *args):
+            raise OSError("Invalid chunk size")
+
+        readline = read
+
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": SERVICE, "SERVER_NAME": "x", "SERVER_PORT": "80",
+               "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http", "wsgi.input": BrokenInput(),
+               "wsgi.input_terminated": True, "CONTENT_TYPE": "application/json", "wsgi.errors": None,
+               "HTTP_TRANSFER_ENCODING": "chunked"}
+    statuses = []
+    b"".join(app(environ, lambda status, headers, exc_info=None: statuses.append(status)))
+    assert statuses[0].startswith("400")
