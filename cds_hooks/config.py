@@ -101,10 +101,11 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "LUPUS_CDS_WORKERS": (
         None, "Worker processes of `serve` (default: one per CPU; `--workers` wins). Every process shares the "
         "replay store, so all cores serve safely without Redis."),
-    "LUPUS_CDS_THREADS": (8, "Threads per `serve` worker that run requests (hook calls wait on FHIR servers "
-                          "in them)."),
+    "LUPUS_CDS_THREADS": (
+        8, "Threads per `serve` worker that run requests (hook calls wait on FHIR servers in them; at most 2 "
+        "of them compute at once, so new requests and probes never wait long for the interpreter)."),
     "LUPUS_CDS_QUEUE": (
-        16, "Requests per `serve` worker admitted to wait for a free thread. Past threads + queue, a request "
+        8, "Requests per `serve` worker admitted to wait for a free thread. Past threads + queue, a request "
         "is answered `503` with `Retry-After` at once, before its body is read. `/healthz`, `/readyz` and "
         "`/metrics` do not count."),
     "LUPUS_CDS_BODY_TIMEOUT": (

@@ -42,7 +42,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from . import jsonio, metrics
+from . import cpu, jsonio, metrics
 from .errors import FHIRBadResponse, FHIRError, FHIRTimeout, FHIRUnauthorized
 from .fetch import FetchRequest
 from .models import PrefetchEntry, PrefetchStatus
@@ -289,7 +289,8 @@ class FHIRFetcher:
                  if key not in request.queries]
         pool = self._pool_for(credentials.base)  # this server's own threads only
         futures = {pool.submit(self._run, job, credentials, deadline): job for job in jobs}
-        done, not_done = wait(futures, timeout=max(0.0, deadline - self._monotonic()))
+        with cpu.waiting():  # the thread computes nothing meanwhile: another may (cds_hooks.cpu)
+            done, not_done = wait(futures, timeout=max(0.0, deadline - self._monotonic()))
         results: dict[str, PrefetchEntry] = {}
         for future, job in futures.items():
             if future in done:
@@ -326,7 +327,8 @@ class FHIRFetcher:
                 raise FHIRUnauthorized("the EHR sent no usable bearer access token")
             return _Credentials(base, fhir_server, token)
         if self.backend is not None and base in self.backend.servers():
-            token = self.backend.access_token(fhir_server, deadline)
+            with cpu.waiting():  # mostly a wait on the authorization server
+                token = self.backend.access_token(fhir_server, deadline)
             return _Credentials(base, fhir_server, token.access_token, self.backend,
                                 renewable=not token.fresh)
         if request.client is None and self.allow_unsigned and base in self.sandbox_servers:

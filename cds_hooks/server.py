@@ -61,8 +61,16 @@ def log_config(fmt: str, level: str) -> dict[str, Any] | None:
     }
 
 
-def build_server(host: str = "127.0.0.1", port: int = 8080, workers: int | None = None) -> Any:
-    """The granian server ``serve`` runs (not started). Reads the settings from the environment."""
+#: the RSGI app factory each worker calls
+TARGET = "cds_hooks.serving:rsgi_app"
+
+
+def build_server(host: str = "127.0.0.1", port: int = 8080, workers: int | None = None,
+                 target: str = TARGET) -> Any:
+    """The granian server ``serve`` runs (not started). Reads the settings from the environment.
+
+    :param target: ``module:factory`` of the RSGI app (another app served the same way: benchmarks).
+    """
     from granian.constants import Interfaces
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
@@ -82,7 +90,7 @@ def build_server(host: str = "127.0.0.1", port: int = 8080, workers: int | None 
                          "or --workers 1")
     level = str(cfg["LUPUS_CDS_LOG_LEVEL"]).lower()
     server = Server(
-        "cds_hooks.serving:rsgi_app", address=host, port=port, interface=Interfaces.RSGI, factory=True,
+        target, address=host, port=port, interface=Interfaces.RSGI, factory=True,
         workers=count, backlog=max(1024, CONNECTIONS_PER_WORKER), backpressure=CONNECTIONS_PER_WORKER,
         http1_settings=HTTP1Settings(header_read_timeout=HEADER_TIMEOUT_SECONDS * 1000),
         websockets=False, log_enabled=True, log_level=LogLevels(level if level in LogLevels.__members__ else "info"),

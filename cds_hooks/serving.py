@@ -26,6 +26,7 @@ request id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import sys
@@ -36,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from . import jsonio
+from . import cpu, jsonio
 from .logs import UNMATCHED_PATH, loggable_path
 
 log = logging.getLogger("cds_hooks.serving")
@@ -46,6 +47,8 @@ access_log = logging.getLogger("cds_hooks.access")
 PROBE_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 #: probe requests a worker runs or holds at once; more is a broken prober, not load
 PROBE_CAPACITY = 16
+#: seconds a computing thread keeps the GIL while another waits for it (see ``__rsgi_init__``)
+SWITCH_INTERVAL = 0.001
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
 _NO_BODY = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 
@@ -63,7 +66,7 @@ class ServeLimits:
     """
 
     threads: int = 8
-    queue: int = 16
+    queue: int = 8
     max_body_bytes: int = 5 * 1024 * 1024
     body_timeout: float = 30.0
     body_memory: int = 64 * 1024 * 1024
@@ -110,6 +113,10 @@ class RSGIApp:
     # -- RSGI -------------------------------------------------------------------------------------------
 
     def __rsgi_init__(self, loop: Any) -> None:
+        # The event loop (new requests, 503s, probes) must get the GIL soon even while threads compute:
+        # a thread that wants it waits at most this long for the one holding it (Python's default: 5 ms).
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        cpu.configure()
         self._pool = ThreadPoolExecutor(self.limits.threads, thread_name_prefix="cds-app")
         self._probe_pool = ThreadPoolExecutor(2, thread_name_prefix="cds-probe")
 
@@ -147,7 +154,7 @@ class RSGIApp:
                 raise self._busy()
             self.probes += 1
             try:
-                return await loop.run_in_executor(self._probe_pool, self._call_app, _environ(scope, b""))
+                return await loop.run_in_executor(self._probe_pool, self._call_app, _environ(scope, b""), False)
             finally:
                 self.probes -= 1
         if self.admitted >= self.limits.threads + self.limits.queue:
@@ -200,7 +207,9 @@ class RSGIApp:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _call_app(self, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+    def _call_app(self, environ: dict[str, Any],
+                  computes: bool = True) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Run the app on this (pool) thread; ``computes``: take a compute slot (probes do not wait for one)."""
         started: list[Any] = []
 
         def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -208,13 +217,14 @@ class RSGIApp:
             return _no_write
 
         try:
-            result = self.app(environ, start_response)
-            try:
-                body = b"".join(result)
-            finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
+            with cpu.running() if computes else contextlib.nullcontext():  # cpu.RUNNABLE at once
+                result = self.app(environ, start_response)
+                try:
+                    body = b"".join(result)
+                finally:
+                    close = getattr(result, "close", None)
+                    if close is not None:
+                        close()
             return int(str(started[0]).split(" ", 1)[0]), list(started[1]), body
         except Exception as exc:  # the app answers its own errors; this is a bug in it, logged as a type
             log.error("request failed outside the app's error handling: %s", type(exc).__name__)
