@@ -75,6 +75,8 @@ class SQLiteReplayStore:
             connection.execute("PRAGMA journal_mode=WAL")
             # NORMAL: a commit survives a crash of the process; only a power cut may lose the last few.
             connection.execute("PRAGMA synchronous=NORMAL")
+            # one connection per request thread: keep each page cache small (default 2 MB each)
+            connection.execute("PRAGMA cache_size=-256")
             connection.executescript(_SCHEMA)
             self._local.connection, self._local.pid = connection, os.getpid()
         return connection

@@ -29,10 +29,10 @@ JSON = dict[str, Any]
 # model takes about 8 times its canonical JSON (measured with tracemalloc on typical lab Observations,
 # Conditions and MedicationRequests, the canonical key included).
 MODEL_BYTES_PER_JSON_BYTE = 8
-#: validated whole resources: about a dozen typical patients' records (their repeat hooks hit)
-VALIDATED_RESOURCES_BYTES = 16 * 1024 * 1024
+#: validated whole resources: about six typical patients' records (their repeat hooks, minutes apart, hit)
+VALIDATED_RESOURCES_BYTES = 8 * 1024 * 1024
 #: validated complex elements (codings, reference ranges, sigs): what every patient shares
-VALIDATED_ELEMENTS_BYTES = 8 * 1024 * 1024
+VALIDATED_ELEMENTS_BYTES = 4 * 1024 * 1024
 #: parsed date strings
 PARSED_DATES_BYTES = 2 * 1024 * 1024
 #: a date string longer than this is not a FHIR date; it is parsed (and refused) without being cached

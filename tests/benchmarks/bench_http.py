@@ -474,6 +474,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patients", type=int, default=10_000, help="patients for the memory phase")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--only", default="12345", help="phases to run, e.g. 13")
+    parser.add_argument("--keep-logs", metavar="DIR", help="copy the servers' logs here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-http-") as directory:
         workdir = Path(directory)
@@ -505,6 +506,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for server in servers.values():
                 server.stop()
+            if args.keep_logs:
+                for kind in servers:
+                    (Path(args.keep_logs) / f"{kind}.log").write_bytes((workdir / f"{kind}.log").read_bytes())
     return 0
 
 
