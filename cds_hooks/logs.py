@@ -102,7 +102,7 @@ def _where(exc_info: Any) -> str:
 
 
 class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time (test runners and gunicorn swap it)."""
+    """Writes to whatever ``sys.stderr`` is at the time (test runners and servers swap it)."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -2,7 +2,8 @@
 the SMART backend-services access-token cache.
 
 Without Redis both live in each process's memory, which is right for one process and wrong for many:
-a ``jti`` seen by one gunicorn worker or replica would be accepted again by another. With Redis:
+a ``jti`` seen by one replica would be accepted again by another (the workers of one host share a
+SQLite file instead, :mod:`cds_hooks.replay_store`). With Redis:
 
 * :class:`RedisReplayStore` keeps one key per seen ``jti`` with ``SET NX EX``: atomic across every
   replica, and the key expires with the token (no clean-up job). Keys are SHA-256 digests, so Redis
