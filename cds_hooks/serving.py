@@ -182,28 +182,32 @@ class RSGIApp:
             declared = int(declared_text)
             if declared > limit:
                 raise _Refused(413, "too-costly", "request body is larger than LUPUS_CDS_MAX_BODY_BYTES")
-        reserved = declared if declared is not None else 0
-        if self.receiving + reserved > self.limits.body_memory:
+        # Memory of bodies being received, per worker: a declared body is counted up front, a chunked one
+        # as its chunks arrive (``held``), so clients holding bodies open cannot exhaust memory.
+        held = [declared or 0]
+        if self.receiving + held[0] > self.limits.body_memory:
             raise self._busy()
-        self.receiving += reserved
+        self.receiving += held[0]
         try:
-            return await asyncio.wait_for(self._receive(proto, declared, limit), self.limits.body_timeout)
+            return await asyncio.wait_for(self._receive(proto, declared, limit, held), self.limits.body_timeout)
         except TimeoutError:
             raise _Refused(408, "timeout", "the request body did not arrive in time") from None
         except RuntimeError:  # RSGIProtocolClosed/Error: the client closed or broke the connection
             raise _Refused(400, "incomplete", "the request body was cut off") from None
         finally:
-            self.receiving -= reserved
+            self.receiving -= held[0]
 
-    async def _receive(self, proto: Any, declared: int | None, limit: int) -> bytes:
+    async def _receive(self, proto: Any, declared: int | None, limit: int, held: list[int]) -> bytes:
         if declared is not None:
             return await proto()  # hyper stops at Content-Length
         chunks: list[bytes] = []
-        size = 0
-        async for chunk in proto:  # chunked: counted as it arrives, so no body can exceed the limit
-            size += len(chunk)
-            if size > limit:
+        async for chunk in proto:  # chunked: counted as it arrives, so no body can exceed the limits
+            held[0] += len(chunk)
+            self.receiving += len(chunk)
+            if held[0] > limit:
                 raise _Refused(413, "too-costly", "request body is larger than LUPUS_CDS_MAX_BODY_BYTES")
+            if self.receiving > self.limits.body_memory:
+                raise self._busy()
             chunks.append(chunk)
         return b"".join(chunks)
 

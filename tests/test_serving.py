@@ -75,6 +75,19 @@ def run(adapter: RSGIApp, *requests: tuple[Scope, Proto]) -> list[Proto]:
     return [proto for _, proto in requests]
 
 
+@pytest.fixture(autouse=True)
+def worker_settings_restored():
+    """The adapter sets process-wide worker settings (GIL switch interval, compute slots): undo them."""
+    import sys
+
+    from cds_hooks import cpu
+
+    interval, slots = sys.getswitchinterval(), cpu._slots
+    yield
+    sys.setswitchinterval(interval)
+    cpu._slots = slots
+
+
 @pytest.fixture
 def adapter(app):
     return RSGIApp(app, ServeLimits(threads=2, queue=0, max_body_bytes=20_000, body_timeout=0.2))
@@ -192,3 +205,18 @@ def test_the_access_log_shows_routes_and_the_services_request_id_only(adapter, a
     assert sorted((line["path"], line["status"]) for line in lines) == [
         ("/cds-services", 200), ("/cds-services/patient-greeter", 200), (logs.UNMATCHED_PATH, 404)]
     assert all(len(line["request_id"]) == 32 for line in lines)
+
+
+def test_bodies_being_received_are_bounded_together_in_memory(app):
+    """A worker refuses (503) a body that would take the bodies it is receiving past its memory budget,
+    declared or chunked, and gives the memory back when a body is done."""
+    adapter = RSGIApp(app, ServeLimits(threads=2, queue=0, max_body_bytes=20_000, body_memory=25_000))
+    body = json.dumps(patient_view_request()).encode()
+    adapter.receiving = 25_000 - 10  # other clients' bodies on their way
+    [declared, chunked] = run(adapter, post("/cds-services/patient-greeter", body),
+                              post("/cds-services/patient-greeter", body, chunked=True))
+    assert declared.answer[0] == 503 and not declared.body_read
+    assert chunked.answer[0] == 503
+    adapter.receiving = 0
+    [fine] = run(adapter, post("/cds-services/patient-greeter", body, chunked=True))
+    assert fine.answer[0] == 200 and adapter.receiving == 0
