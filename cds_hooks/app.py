@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
@@ -50,8 +51,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: Iterable[Any
     cfg = settings.load(config)
     app.config.update(cfg)
     app.config["MAX_CONTENT_LENGTH"] = cfg["LUPUS_CDS_MAX_BODY_BYTES"]
-    logging.getLogger("cds_hooks").setLevel(str(cfg["LUPUS_CDS_LOG_LEVEL"]).upper())
-    logs.configure(cfg["LUPUS_CDS_LOG_FORMAT"], str(cfg["LUPUS_CDS_LOG_LEVEL"]))
+    logging.getLogger("cds_hooks").setLevel(cfg["LUPUS_CDS_LOG_LEVEL"])
+    logs.configure(cfg["LUPUS_CDS_LOG_FORMAT"], cfg["LUPUS_CDS_LOG_LEVEL"])
 
     pm = plugin_manager(plugins)
     read_only = MappingProxyType(cfg)
@@ -63,9 +64,11 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: Iterable[Any
         # Redis for replicas on many hosts, else a SQLite file every process of this host shares.
         replay_store = replay_store_from_config(cfg, shared_state)
         shared = {"replay_store": replay_store} if replay_store is not None else {}
-        authenticator = ClientAuthenticator.from_config(cfg, **shared)
+        with _setting("LUPUS_CDS_CLIENTS"):
+            authenticator = ClientAuthenticator.from_config(cfg, **shared)
     if fetcher is None:
-        fetcher = _default_fetcher(cfg)
+        with _setting("LUPUS_CDS_SMART_CLIENTS"):
+            fetcher = _default_fetcher(cfg)
     store = FeedbackStore(cfg["LUPUS_CDS_DATABASE_URL"])
     app.extensions["cds_hooks"] = CDSHooks(
         config=read_only, services=services, fetcher=fetcher, authenticator=authenticator,
@@ -100,6 +103,41 @@ def _protective_headers(response: Response) -> Response:
     return response
 
 
+@contextlib.contextmanager
+def _setting(name: str) -> Iterator[None]:
+    """A file named by setting ``name`` that cannot be used becomes a :class:`~cds_hooks.config.ConfigError`
+    naming the setting (the message already names the file and the problem)."""
+    try:
+        yield
+    except settings.ConfigError:
+        raise
+    except ValueError as exc:
+        raise settings.ConfigError(name, str(exc)) from None
+
+
+def check_configuration(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Everything :func:`create_app` checks in the settings, without starting anything (no database or
+    Redis connection, no threads): each setting parsed, each file it names read, the plugins' settings
+    validated. ``lupus-cds serve`` runs it before it starts the server, so a mistake is one line at the
+    prompt rather than workers failing to boot.
+
+    :raises ConfigError: naming the setting and the fix.
+    """
+    cfg = settings.load(config)
+    with _setting("LUPUS_CDS_CLIENTS"):
+        from .auth import load_clients
+
+        if cfg.get("LUPUS_CDS_CLIENTS"):
+            load_clients(cfg["LUPUS_CDS_CLIENTS"])
+    with _setting("LUPUS_CDS_SMART_CLIENTS"):
+        from .smart import load_smart_clients
+
+        if cfg.get("LUPUS_CDS_SMART_CLIENTS"):
+            load_smart_clients(cfg["LUPUS_CDS_SMART_CLIENTS"])
+    collect_services(plugin_manager(), MappingProxyType(cfg))
+    return cfg
+
+
 def _default_fetcher(cfg: Mapping[str, Any]) -> Fetcher:
     try:
         from .fhir_client import FHIRFetcher
@@ -130,7 +168,9 @@ def handle_error(error: Exception) -> Response:
         error = mapped
     if isinstance(error, CDSHooksError):
         if error.status_code == 401:
-            log.info("rejected client JWT: %s", getattr(error, "reason", "unauthorized"))
+            detail = getattr(error, "detail", None)
+            log.info("rejected client JWT: %s%s", getattr(error, "reason", "unauthorized"),
+                     f" ({detail})" if detail else "")
             metrics.jwt_rejected(getattr(error, "reason", "unauthorized"))
         return json_response(error.operation_outcome(), error.status_code, error.headers())
     return _internal_error(error)

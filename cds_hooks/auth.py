@@ -13,8 +13,18 @@ Trusted clients come from a JSON file (``LUPUS_CDS_CLIENTS``)::
         {"iss": "https://other.example.org", "jwks_url": "https://other.example.org/jwks.json"}
     ]}
 
-Each client has exactly one of ``jwks`` (keys exchanged out of band) or ``jwks_url`` (keys fetched
-from the client, cached, refreshed only when a token names an unknown ``kid``).
+Each client has ``jwks`` (keys exchanged out of band), ``jwks_url`` (keys fetched from the client,
+cached, refreshed only when a token names an unknown ``kid``), or both: then the keys are pinned to
+``jwks`` and never fetched (offline use), and ``jwks_url`` only names the ``jku`` its tokens may carry
+(the CDS Hooks Sandbox puts one in every token).
+
+EHR profiles (deploy/REGISTRATION.md): an EHR that signs with keys at several URLs (Oracle Health publishes
+a list of allowed ``jku`` values) is registered with ``"jwks_urls": [...]``, alone or next to
+``jwks_url``; a token's ``jku`` must be one of them, and its keys are fetched from that URL only. A
+fetched JWK Set is cached for the lifetime its response gives (``Cache-Control: max-age`` or ``Expires``,
+bounded by :data:`JWKS_MIN_CACHE` and :data:`JWKS_MAX_CACHE`, :data:`JWKS_DEFAULT_CACHE` without either)
+and, as before, refreshed early when a token names an unknown ``kid``. ``"sub"`` (Epic sends the client
+id the health system configured) makes the token's ``sub`` claim required and equal to it.
 
 Decisions beyond the spec (our policy, see checklist sections 8.2 and 12):
 
@@ -68,9 +78,16 @@ MAX_JTI_LENGTH = 512
 JWKS_REFRESH_INTERVAL = 60.0
 #: Timeout for fetching a ``jwks_url``: a request thread waits at most this long.
 JWKS_FETCH_TIMEOUT = 3.0
+#: Bounds on how long a fetched JWK Set is used before it is fetched again, whatever its HTTP cache
+#: headers say: ``no-store`` cannot make us fetch per request, a year-long ``max-age`` cannot keep a
+#: revoked key trusted for a year.
+JWKS_MIN_CACHE = JWKS_REFRESH_INTERVAL
+JWKS_MAX_CACHE = 24 * 3600.0
+#: Lifetime of a fetched JWK Set whose response has neither ``Cache-Control: max-age`` nor ``Expires``.
+JWKS_DEFAULT_CACHE = 3600.0
 
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-_CLIENT_FIELDS = frozenset({"iss", "jwks", "jwks_url", "tenant", "fhir_servers"})
+_CLIENT_FIELDS = frozenset({"iss", "jwks", "jwks_url", "jwks_urls", "sub", "tenant", "fhir_servers"})
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
@@ -133,9 +150,11 @@ class TrustedClient:
 
     :ivar iss: the issuer the client puts in ``iss``, compared exactly.
     :ivar jwks: the client's public keys, exchanged out of band (or ``None``).
-    :ivar jwks_url: where the client publishes its JWK Set (or ``None``); the only ``jku`` accepted.
+    :ivar jwks_url: where the client publishes its JWK Set (or ``None``); a ``jku`` it may name.
     :ivar tenant: if set, the token's ``tenant`` claim must equal it.
     :ivar fhir_servers: FHIR base URLs this client may make us call (enforced by the caller).
+    :ivar jwks_urls: further JWK Set URLs the client may name in ``jku`` (an allow-list, e.g. Oracle Health's).
+    :ivar sub: if set, the token's ``sub`` claim must equal it (e.g. the client id Epic is configured with).
     """
 
     iss: str
@@ -143,10 +162,17 @@ class TrustedClient:
     jwks_url: str | None = None
     tenant: str | None = None
     fhir_servers: tuple[str, ...] = ()
+    jwks_urls: tuple[str, ...] = ()
+    sub: str | None = None
 
     def __post_init__(self) -> None:
-        if (self.jwks is None) == (self.jwks_url is None):
-            raise ValueError(f"trusted client {self.iss!r}: give exactly one of 'jwks' or 'jwks_url'")
+        if self.jwks is None and not self.key_urls:
+            raise ValueError(f"trusted client {self.iss!r}: give 'jwks', 'jwks_url'/'jwks_urls' or both")
+
+    @property
+    def key_urls(self) -> tuple[str, ...]:
+        """Every JWK Set URL of this client (``jwks_url`` first, then ``jwks_urls``), each once."""
+        return tuple(dict.fromkeys(((self.jwks_url,) if self.jwks_url else ()) + self.jwks_urls))
 
 
 @dataclass(frozen=True)
@@ -176,7 +202,8 @@ def load_clients(path: str | Path) -> list[TrustedClient]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read trusted-clients file ({type(exc).__name__})") from None
+        raise ValueError(f"cannot read the trusted-clients file {path} ({exc.strerror or type(exc).__name__}): "
+                         "name a readable JSON file, or unset it to trust no client") from None
     except ValueError as exc:  # JSONDecodeError or UnicodeDecodeError; neither message quotes content
         raise ValueError(f"{path}: not valid JSON ({type(exc).__name__})") from None
     if not isinstance(data, dict) or not isinstance(data.get("clients"), list):
@@ -204,8 +231,9 @@ def _parse_client(entry: Any, where: str) -> TrustedClient:
     if not isinstance(iss, str) or not iss:
         raise ValueError(f"{where}: 'iss' must be a non-empty string")
     where = f"{where} (iss {iss!r})"
-    if ("jwks" in entry) == ("jwks_url" in entry):
-        raise ValueError(f"{where}: give exactly one of 'jwks' or 'jwks_url'")
+    if "jwks" not in entry and "jwks_url" not in entry and "jwks_urls" not in entry:
+        raise ValueError(f"{where}: give 'jwks' (the client's public keys), 'jwks_url'/'jwks_urls' (where it "
+                         "publishes them) or both (keys pinned; the URLs are the jku its tokens may name)")
     tenant = entry.get("tenant")
     if tenant is not None and (not isinstance(tenant, str) or not tenant):
         raise ValueError(f"{where}: 'tenant' must be a non-empty string")
@@ -213,23 +241,39 @@ def _parse_client(entry: Any, where: str) -> TrustedClient:
     if not isinstance(servers, list) or not all(isinstance(s, str) and s for s in servers):
         raise ValueError(f"{where}: 'fhir_servers' must be a list of URLs")
     jwks_url = entry.get("jwks_url")
-    keys = None
     if jwks_url is not None:
         _check_jwks_url(jwks_url, where)
-    else:
-        keys = _parse_static_jwks(entry["jwks"], where)
-    return TrustedClient(iss=iss, jwks=keys, jwks_url=jwks_url, tenant=tenant, fhir_servers=tuple(servers))
+    keys = _parse_static_jwks(entry["jwks"], where) if "jwks" in entry else None
+    return TrustedClient(iss=iss, jwks=keys, jwks_url=jwks_url, tenant=tenant, fhir_servers=tuple(servers),
+                         jwks_urls=_parse_jwks_urls(entry, where), sub=_parse_sub(entry, where))
 
 
-def _check_jwks_url(url: Any, where: str) -> None:
+def _parse_jwks_urls(entry: dict[str, Any], where: str) -> tuple[str, ...]:
+    """``jwks_urls``: the list of JWK Set URLs a client may name in ``jku`` (besides ``jwks_url``)."""
+    urls = entry.get("jwks_urls", [])
+    if not isinstance(urls, list) or ("jwks_urls" in entry and not urls):
+        raise ValueError(f"{where}: 'jwks_urls' must be a non-empty list of URLs")
+    for url in urls:
+        _check_jwks_url(url, where, "jwks_urls")
+    return tuple(dict.fromkeys(urls))
+
+
+def _parse_sub(entry: dict[str, Any], where: str) -> str | None:
+    sub = entry.get("sub")
+    if sub is not None and (not isinstance(sub, str) or not sub):
+        raise ValueError(f"{where}: 'sub' must be a non-empty string")
+    return sub
+
+
+def _check_jwks_url(url: Any, where: str, field: str = "jwks_url") -> None:
     if not isinstance(url, str):
-        raise ValueError(f"{where}: 'jwks_url' must be a URL string")
+        raise ValueError(f"{where}: '{field}' must be a URL string")
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(f"{where}: 'jwks_url' must be an absolute https URL")
+        raise ValueError(f"{where}: '{field}' must be an absolute https URL")
     if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
         # Keys over plain HTTP can be swapped in transit (SEC-1); allowed only so test set-ups work.
-        log.warning("trusted client %s: jwks_url is plain http; use https outside a sandbox", where)
+        log.warning("trusted client %s: %s is plain http; use https outside a sandbox", where, field)
 
 
 def _parse_static_jwks(value: Any, where: str) -> KeySet:
@@ -260,13 +304,69 @@ def _parse_static_jwks(value: Any, where: str) -> KeySet:
 
 
 class _RemoteKeys:
-    """The cached JWK Set of one client with a ``jwks_url``; fetched lazily, refreshed when rate allows."""
+    """The cached JWK Set at one URL of one client; fetched lazily, refreshed when rate allows."""
 
     def __init__(self, url: str):
         self.url = url
         self.keys: list[Key] = []
         self.last_attempt: float | None = None
+        #: when the keys must be fetched again (their HTTP cache lifetime); ``None`` before the first fetch
+        self.expires_at: float | None = None
         self.lock = threading.Lock()
+
+    def fresh(self, now: float) -> bool:
+        return self.expires_at is not None and now < self.expires_at
+
+
+def cache_lifetime(headers: Any, now: float, *, default: float = JWKS_DEFAULT_CACHE,
+                   minimum: float = JWKS_MIN_CACHE, maximum: float = JWKS_MAX_CACHE) -> float:
+    """Seconds a fetched JWK Set may be used, from its response headers (RFC 9111 freshness), bounded.
+
+    ``Cache-Control: no-store``/``no-cache``/``max-age=0`` give ``minimum``; ``max-age`` wins over
+    ``Expires`` (measured from the response's ``Date``, else ``now``); ``Age`` is subtracted. A malformed
+    ``Expires`` means "already expired" (RFC 9111 section 5.3). Neither header gives ``default``.
+    """
+    lifetime: float | None = None
+    cache_control = _header(headers, "Cache-Control")
+    if cache_control:
+        directives = {}
+        for part in cache_control.split(","):
+            name, _, value = part.strip().partition("=")
+            directives[name.strip().lower()] = value.strip().strip('"')
+        if "no-store" in directives or "no-cache" in directives:
+            lifetime = 0.0
+        elif directives.get("max-age", "").isdigit():
+            lifetime = float(directives["max-age"])
+    expires = _header(headers, "Expires")
+    if lifetime is None and expires:
+        expires_at = _http_date(expires)
+        date = _http_date(_header(headers, "Date") or "")
+        lifetime = 0.0 if expires_at is None else expires_at - (date if date is not None else now)
+    if lifetime is None:
+        return default
+    age = _header(headers, "Age")
+    if age and age.isdigit():
+        lifetime -= float(age)
+    return min(max(lifetime, minimum), maximum)
+
+
+def _header(headers: Any, name: str) -> str | None:
+    """A header value from a ``requests`` (case-insensitive) or plain mapping; ``None`` when absent."""
+    if not headers:
+        return None
+    value = headers.get(name)
+    if value is None and isinstance(headers, Mapping):
+        value = next((v for k, v in headers.items() if isinstance(k, str) and k.lower() == name.lower()), None)
+    return value.strip() if isinstance(value, str) else None
+
+
+def _http_date(text: str) -> float | None:
+    from email.utils import parsedate_to_datetime
+
+    try:
+        return parsedate_to_datetime(text).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
 
 
 class ClientAuthenticator:
@@ -309,7 +409,8 @@ class ClientAuthenticator:
         self.http_get = http_get
         self.jwks_refresh_interval = jwks_refresh_interval
         self.fetch_timeout = fetch_timeout
-        self._remote = {c.iss: _RemoteKeys(c.jwks_url) for c in clients if c.jwks_url is not None}
+        # Inline keys are pinned: a client that has them is never fetched for, even with key URLs.
+        self._remote = {(c.iss, url): _RemoteKeys(url) for c in clients if c.jwks is None for url in c.key_urls}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **kwargs: Any) -> ClientAuthenticator:
@@ -341,11 +442,11 @@ class ClientAuthenticator:
         client = self.clients.get(iss) if isinstance(iss, str) else None
         if client is None:
             raise Unauthorized("iss")
-        # SEC-12: the token may only point at the key URL we already trust for this client.
-        if "jku" in header and (client.jwks_url is None or header["jku"] != client.jwks_url):
+        # SEC-12: the token may only point at a key URL we already trust for this client.
+        if "jku" in header and header["jku"] not in client.key_urls:
             raise Unauthorized("jku")
 
-        key = self._find_key(client, header["kid"])
+        key = self._find_key(client, header["kid"], header.get("jku"))
         if key.get("use") not in (None, "sig") or key.get("alg") not in (None, alg):
             raise Unauthorized("alg")
         try:
@@ -375,69 +476,90 @@ class ClientAuthenticator:
             if claims.get(name) is None:
                 raise Unauthorized(name)
         aud = claims["aud"]
+        # The log says which audience was expected (our own URLs), and how the token's differs without
+        # quoting it (it could hold anything): a wrong LUPUS_CDS_PUBLIC_URL is the usual cause.
+        expected = "expected " + " or ".join(repr(a) for a in audiences)
         if isinstance(aud, list):
             if len(aud) != 1:  # see the module docstring: one audience only
-                raise Unauthorized("aud")
+                raise Unauthorized("aud", f"{expected}; the token names {len(aud)} audiences")
             aud = aud[0]
         if not isinstance(aud, str) or aud not in audiences:
-            raise Unauthorized("aud")
+            raise Unauthorized("aud", f"{expected}; {_how_aud_differs(aud, audiences)}")
         jti = claims["jti"]
         if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_LENGTH:
             raise Unauthorized("jti")
 
+        # A registered ``sub`` (Epic: the client id the health system configured) must be in the token.
+        sub = {"sub": {"essential": True, "value": client.sub}} if client.sub is not None else {}
         registry = jwt.JWTClaimsRegistry(
             now=math.floor(now), leeway=self.leeway,
             iss={"essential": True, "value": client.iss},
             aud={"essential": True, "values": list(audiences)},
-            exp={"essential": True}, iat={"essential": True}, jti={"essential": True},
+            exp={"essential": True}, iat={"essential": True}, jti={"essential": True}, **sub,
         )
         try:
             registry.validate(claims)
         except ExpiredTokenError:
             raise Unauthorized("exp") from None
         except ClaimError as exc:
-            raise Unauthorized(exc.claim if exc.claim in ("iss", "aud", "exp", "iat", "nbf", "jti")
+            raise Unauthorized(exc.claim if exc.claim in ("iss", "aud", "exp", "iat", "nbf", "jti", "sub")
                                else "claims") from None
         # Our policy (checklist 12): a token valid for hours would need a replay memory as long.
         if not 0 <= claims["exp"] - claims["iat"] <= self.max_lifetime:
             raise Unauthorized("lifetime")
         return jti
 
-    def _find_key(self, client: TrustedClient, kid: str) -> Key:
+    def _find_key(self, client: TrustedClient, kid: str, jku: str | None = None) -> Key:
         if client.jwks is not None:
             key = _by_kid(client.jwks, kid)
             if key is None:
                 raise Unauthorized("kid")
             return key
-        remote = self._remote[client.iss]
-        key = _by_kid(remote.keys, kid)
-        if key is not None:
-            return key
-        # Unknown kid: maybe the client rotated its keys. Fetch again, but at most once per interval
-        # per client, whatever the outcome, so forged kids cannot turn into one fetch per request.
+        # A token naming its jku is checked against that URL's keys only; without one, any of the client's.
+        for url in (jku,) if jku is not None else client.key_urls:
+            key = self._remote_key(client.iss, self._remote[(client.iss, url)], kid)
+            if key is not None:
+                return key
+        raise Unauthorized("kid")
+
+    def _remote_key(self, iss: str, remote: _RemoteKeys, kid: str) -> Key | None:
+        """The key ``kid`` at one URL: from the cache while it is fresh, else fetched again (rate-limited)."""
+        if remote.fresh(self.clock()):
+            key = _by_kid(remote.keys, kid)
+            if key is not None:
+                return key
+        # Expired, or an unknown kid (the client may have rotated its keys): fetch again, but at most once
+        # per interval per URL, whatever the outcome, so forged kids cannot turn into one fetch per request.
         with remote.lock:
-            key = _by_kid(remote.keys, kid)  # another thread may have refreshed while we waited
-            if key is None and self._may_fetch(remote):
-                remote.last_attempt = self.clock()
-                fetched = self._fetch(client.iss, remote.url)
+            if remote.fresh(self.clock()):
+                key = _by_kid(remote.keys, kid)  # another thread may have refreshed while we waited
+                if key is not None:
+                    return key
+            if self._may_fetch(remote):
+                now = self.clock()
+                remote.last_attempt = now
+                fetched = self._fetch(iss, remote.url)
                 if fetched is not None:
-                    remote.keys = fetched
-                key = _by_kid(remote.keys, kid)
-        if key is None:
-            raise Unauthorized("kid")
-        return key
+                    remote.keys, lifetime = fetched
+                    remote.expires_at = now + lifetime
+            # A failed or rate-limited fetch keeps the cached keys: an outage at the client's key URL
+            # does not lock it out; a successful fetch without the kid (a revoked key) does.
+            return _by_kid(remote.keys, kid)
 
     def _may_fetch(self, remote: _RemoteKeys) -> bool:
         return remote.last_attempt is None or self.clock() - remote.last_attempt >= self.jwks_refresh_interval
 
-    def _fetch(self, iss: str, url: str) -> list[Key] | None:
-        """The public keys at ``url``, or ``None`` if the fetch failed (the cached keys stay)."""
+    def _fetch(self, iss: str, url: str) -> tuple[list[Key], float] | None:
+        """The public keys at ``url`` and how long they may be cached, or ``None`` if the fetch failed
+        (the cached keys stay)."""
         try:
             response = self.http_get(url, timeout=self.fetch_timeout)
             if response.status_code != 200:
                 log.warning("JWKS fetch for client %s failed: HTTP %s", iss, response.status_code)
                 return None
             document = response.json()
+            lifetime = cache_lifetime(getattr(response, "headers", None), self.clock(),
+                                      minimum=self.jwks_refresh_interval)
         except Exception as exc:  # network errors, invalid JSON: the cache stays, the token fails
             log.warning("JWKS fetch for client %s failed: %s", iss, type(exc).__name__)
             return None
@@ -455,8 +577,20 @@ class ClientAuthenticator:
                 keys.append(JWKRegistry.import_key(public))
             except (JoseError, ValueError, TypeError):
                 continue
-        log.info("JWKS for client %s fetched: %d usable key(s)", iss, len(keys))
-        return keys
+        log.info("JWKS for client %s fetched: %d usable key(s), cached %.0f s", iss, len(keys), lifetime)
+        return keys, lifetime
+
+
+def _how_aud_differs(aud: Any, audiences: Sequence[str]) -> str:
+    if not isinstance(aud, str):
+        return f"the token's aud is a {type(aud).__name__}, not a URL"
+    for expected in audiences:
+        path = urlsplit(expected).path
+        if aud.rstrip("/") == expected.rstrip("/"):
+            return "the token's aud differs only by a trailing slash"
+        if path and urlsplit(aud).path == path:
+            return "the token's aud has the same path on another base URL: check LUPUS_CDS_PUBLIC_URL"
+    return "the token's aud names another URL"
 
 
 def _by_kid(keys: KeySet | list[Key], kid: str) -> Key | None:

@@ -10,6 +10,7 @@ bp = Blueprint("discovery", __name__)
 
 
 @bp.get("/cds-services")
+@bp.get("/cds-services/")  # the same document: clients and people add the slash, and a 404 helps nobody
 def discover() -> Response:
     cds = state()
     if cds.config["LUPUS_CDS_DISCOVERY_REQUIRES_AUTH"] and not cds.config["LUPUS_CDS_ALLOW_UNSIGNED"]:

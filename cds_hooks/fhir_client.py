@@ -9,7 +9,8 @@ Per hook call, :meth:`FHIRFetcher.fetch`
   mode only, ``LUPUS_CDS_SANDBOX_FHIR_SERVERS``. Any other URL is refused without a request, so a
   request body cannot turn the service into a proxy (server-side request forgery);
 * picks the credentials: the request's ``fhirAuthorization`` bearer token when present (FHIR-2),
-  otherwise a backend-services token (:mod:`cds_hooks.smart`), otherwise none (sandbox servers only);
+  otherwise a backend-services token (:mod:`cds_hooks.smart`), otherwise none (open sandbox servers only:
+  ``LUPUS_CDS_SANDBOX_FHIR_SERVERS``);
 * runs every rendered template, and every ``next`` link of a paginated prefetch, concurrently on the
   thread pool of that FHIR server (one pool per base URL, ``LUPUS_CDS_FHIR_CONCURRENCY`` threads each:
   a server that is slow or never answers fills only its own pool, so it cannot take the fetch capacity
@@ -181,7 +182,8 @@ class FHIRFetcher:
     """:class:`cds_hooks.fetch.Fetcher` backed by the client's FHIR server (see the module docstring).
 
     :param backend: SMART Backend Services registrations (``LUPUS_CDS_SMART_CLIENTS``), or ``None``.
-    :param sandbox_servers: FHIR bases callable in unsigned sandbox mode (``allow_unsigned``).
+    :param sandbox_servers: open FHIR bases: callable in unsigned sandbox mode (``allow_unsigned``), and read
+        without a token when the EHR sends none (for signed calls, only those the client may call).
     :param max_workers: FHIR requests in flight at once to one FHIR server (base URL) from this process.
         Each server has a pool of its own; the servers a process can call are the ones configured
         (clients' ``fhir_servers``, the sandbox list), so the pools are bounded in number too.
@@ -331,8 +333,10 @@ class FHIRFetcher:
                 token = self.backend.access_token(fhir_server, deadline)
             return _Credentials(base, fhir_server, token.access_token, self.backend,
                                 renewable=not token.fresh)
-        if request.client is None and self.allow_unsigned and base in self.sandbox_servers:
-            return _Credentials(base, fhir_server)  # an open sandbox server: anonymous reads (FHIR-3)
+        if base in self.sandbox_servers and (request.client is not None or self.allow_unsigned):
+            # An open sandbox server: anonymous reads (FHIR-3). For a signed call only because the client
+            # may call this server anyway (allowed_base); the sandbox list itself sends no one anywhere.
+            return _Credentials(base, fhir_server)
         raise FHIRUnauthorized("the EHR sent no access token for its FHIR server")
 
     @staticmethod
@@ -407,8 +411,11 @@ class FHIRFetcher:
 
     def _read_entry(self, job: _KeyJob, status: int, body: Any) -> PrefetchEntry:
         if status in (404, 410):
-            # The resource does not exist: what a client prefetching it would have sent as null (PF-9).
-            return PrefetchEntry(job.key, PrefetchStatus.NO_DATA, source="fhir")
+            # A read names a resource of the request's context (Patient/{{context.patientId}}): the EHR
+            # asked about something its own FHIR server does not have. That is missing data (412 when the
+            # key is required), not "no data": cards for an empty record would look like a clean bill.
+            return self._failed(job.key, False, f"the FHIR server has no {job.resource_type} with the id "
+                                                f"given in the request's context (HTTP {status})")
         if not isinstance(body, dict) or body.get("resourceType") != job.resource_type:
             return self._failed(job.key, False, f"the FHIR server did not return a {job.resource_type}")
         return PrefetchEntry(job.key, PrefetchStatus.SATISFIED, (body,), source="fhir")

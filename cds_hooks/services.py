@@ -96,10 +96,12 @@ def run_service(cds: CDSHooks, service: ServiceDefinition, body: dict[str, Any],
     missing = sorted(key for key, entry in entries.items()
                      if entry.status is PrefetchStatus.MISSING and service.is_required(key))
     if missing:
-        # PF-12: the service cannot get the data it needs. Say which keys; never echo their content.
+        # PF-12: the service cannot get the data it needs. Say which keys and why (the notes name no ids
+        # and hold no content).
         raise PreconditionFailed(
             "required prefetch data is missing and could not be fetched from the FHIR server: "
-            + ", ".join(missing), expression=[f"prefetch.{key}" for key in missing])
+            + "; ".join(entries[key].note or key for key in missing),
+            expression=[f"prefetch.{key}" for key in missing])
     hook_request = HookRequest(
         service_id=service.id, hook=service.hook, hook_instance=body["hookInstance"],
         context=MappingProxyType(context), prefetch=PrefetchView(entries), now=cds.clock(),

@@ -19,12 +19,14 @@ of lab series), so that the rules, which own the windows, stay pure functions of
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from fhir.resources.R4B.condition import Condition
+from fhir.resources.R4B.medicationadministration import MedicationAdministration
 from fhir.resources.R4B.medicationrequest import MedicationRequest
 from fhir.resources.R4B.medicationstatement import MedicationStatement
 from fhir.resources.R4B.observation import Observation
@@ -57,12 +59,15 @@ class VS:
     SLE_RENAL = "sle-renal"
     SLE_DRUG_INDUCED = "sle-drug-induced"
     SLE_UNSPECIFIED = "sle-unspecified-lupus"
+    SLE_IN_REMISSION = "sle-in-remission"
     LUPUS_EXCLUSIONS = "lupus-exclusions"
     FASCICULATION = "fasciculation"
     SYMPTOM_OBSERVATION_CODE = "symptom-observation-code"
     MUSCLE_WEAKNESS = "muscle-weakness"
     DYSPHAGIA = "dysphagia"
+    DYSARTHRIA = "dysarthria"
     DYSPNEA = "dyspnea"
+    CARDIOPULMONARY = "cardiopulmonary-causes"
     LOSS_OF_SENSATION = "loss-of-sensation"
     SENSORY_SYMPTOMS = "sensory-symptoms"
     PERIPHERAL_NEUROPATHY = "peripheral-neuropathy"
@@ -79,6 +84,8 @@ class VS:
     POTASSIUM_ORDER = "potassium-order-codes"
     MAGNESIUM_ORDER = "magnesium-order-codes"
     CALCIUM = "calcium"
+    CALCIUM_IONIZED = "calcium-ionized"
+    ALBUMIN = "albumin"
     PHOSPHATE = "phosphate"
     SODIUM = "sodium"
     CREATININE = "creatinine"
@@ -90,7 +97,14 @@ class VS:
     THIAZIDES = "thiazides"
     PPIS = "ppis"
     CALCINEURIN_INHIBITORS = "calcineurin-inhibitors"
+    POTASSIUM_RAISING = "potassium-raising-drugs"
+    TSH_ORDER = "tsh-order-codes"
+    PTH_ORDER = "pth-order-codes"
+    VITAMIN_D_ORDER = "vitamin-d-order-codes"
     MYOTOXIC = "myotoxic-drugs"
+    STEROID_MYOPATHY = "steroid-myopathy"
+    BODY_WEIGHT = "body-weight"
+    GLUCOCORTICOID_ADVERSE_EFFECT = "glucocorticoid-adverse-effect"
 
 
 #: Condition value sets, in the order a Condition is classified (a Condition may belong to several).
@@ -99,10 +113,12 @@ CONDITION_VALUESETS = (
     VS.SLE_RENAL,
     VS.SLE_DRUG_INDUCED,
     VS.SLE_UNSPECIFIED,
+    VS.SLE_IN_REMISSION,
     VS.LUPUS_EXCLUSIONS,
     VS.FASCICULATION,
     VS.MUSCLE_WEAKNESS,
     VS.DYSPHAGIA,
+    VS.DYSARTHRIA,
     VS.DYSPNEA,
     VS.LOSS_OF_SENSATION,
     VS.SENSORY_SYMPTOMS,
@@ -110,12 +126,16 @@ CONDITION_VALUESETS = (
     VS.MYOSITIS,
     VS.MYALGIA,
     VS.CKD,
+    VS.STEROID_MYOPATHY,
+    VS.GLUCOCORTICOID_ADVERSE_EFFECT,
+    VS.CARDIOPULMONARY,
 )
 #: symptom value sets read from Conditions and Observations (the three patterns of section 1.2)
 SYMPTOM_VALUESETS = (
     VS.FASCICULATION,
     VS.MUSCLE_WEAKNESS,
     VS.DYSPHAGIA,
+    VS.DYSARTHRIA,
     VS.DYSPNEA,
     VS.LOSS_OF_SENSATION,
     VS.SENSORY_SYMPTOMS,
@@ -128,10 +148,13 @@ LAB_ANALYTES: dict[str, tuple[str, str | None]] = {
     "potassium": (VS.POTASSIUM, VS.POTASSIUM_EXCLUDE),
     "magnesium": (VS.MAGNESIUM, VS.MAGNESIUM_EXCLUDE),
     "calcium": (VS.CALCIUM, None),
+    "ionized-calcium": (VS.CALCIUM_IONIZED, None),
+    "albumin": (VS.ALBUMIN, None),
     "phosphate": (VS.PHOSPHATE, None),
     "sodium": (VS.SODIUM, None),
     "creatinine": (VS.CREATININE, None),
     "egfr": (VS.EGFR, None),
+    "weight": (VS.BODY_WEIGHT, None),
 }
 #: order kind -> value set of order codes (ServiceRequest.code, Procedure.code)
 ORDER_KINDS: dict[str, str] = {
@@ -140,6 +163,10 @@ ORDER_KINDS: dict[str, str] = {
     "magnesium": VS.MAGNESIUM_ORDER,
     "creatinine": VS.CREATININE,
     "ncs-emg": VS.NCS_EMG,
+    "albumin": VS.ALBUMIN,
+    "tsh": VS.TSH_ORDER,
+    "pth": VS.PTH_ORDER,
+    "vitamin-d": VS.VITAMIN_D_ORDER,
 }
 #: medication classes the rules read
 MEDICATION_CLASSES = (
@@ -150,6 +177,7 @@ MEDICATION_CLASSES = (
     VS.PPIS,
     VS.CALCINEURIN_INHIBITORS,
     VS.MYOTOXIC,
+    VS.POTASSIUM_RAISING,
 )
 
 #: the elements each resource type is validated with: those the rules read (validating the rest costs
@@ -208,6 +236,7 @@ MEDICATION_ELEMENTS = (
     "effectiveDateTime",
     "effectivePeriod",
     "dispenseRequest",
+    "dateAsserted",
 )
 PATIENT_ELEMENTS = ("resourceType", "id", "gender")
 
@@ -256,6 +285,14 @@ class Coded:
 
 @dataclass(frozen=True)
 class ConditionFact:
+    """A Condition in at least one of :data:`CONDITION_VALUESETS`.
+
+    :ivar when: the most recent of onset and recordedDate (``None``: the Condition has neither); the windows
+        use it, because a newly recorded old symptom is still news.
+    :ivar onset: onsetDateTime or onsetPeriod.start alone, for what only the onset can say ('new weakness').
+    :ivar matches: value set -> the coding that matched it, for every value set the Condition is in.
+    """
+
     resource_id: str
     kinds: frozenset[str]
     coded: Coded
@@ -264,6 +301,17 @@ class ConditionFact:
     abated: bool
     when: datetime | None
     category: tuple[str, ...] = ()
+    onset: datetime | None = None
+    matches: tuple[tuple[str, Coded], ...] = ()
+
+    def coded_for(self, kind: str) -> Coded:
+        """The coding that put this Condition in value set ``kind`` (the first coding if none did)."""
+        return next((coded for name, coded in self.matches if name == kind), self.coded)
+
+    @property
+    def is_current(self) -> bool:
+        """Active and not refuted / entered in error: a diagnosis a rule may rely on."""
+        return self.is_active and self.verification_status not in {"refuted", "entered-in-error"}
 
     @property
     def is_active(self) -> bool:
@@ -276,13 +324,19 @@ class ConditionFact:
 
 @dataclass(frozen=True)
 class SymptomFact:
-    """One finding (fasciculation, weakness, ...) from a Condition or an Observation, not negated."""
+    """One finding (fasciculation, weakness, ...) from a Condition or an Observation, not negated.
+
+    :ivar when: the Observation's effective date, or the Condition's latest of onset and recordedDate;
+        ``None`` for an active Condition with no date at all (its clinicalStatus says it is current).
+    :ivar onset: the Condition's onset alone (``None`` for Observations and Conditions without one).
+    """
 
     kind: str
     coded: Coded
     when: datetime | None
     resource_type: str
     resource_id: str
+    onset: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -293,13 +347,22 @@ class LabResult:
     status: str
     value: float | None
     unit: str | None
-    #: value in the unit the rules use (CK U/L, K mmol/L, Mg mg/dL, creatinine mg/dL); None if unknown
+    #: value in the unit the rules use (:data:`CANONICAL_UNITS`); None if the unit cannot be read
     canonical: float | None
     canonical_unit: str | None
+    #: the first interpretation code (shown on cards); ``flags`` holds every recognised
+    #: ObservationInterpretation flag (H, HH, HU, L, LL, LU, A, AA, N, <, >)
     interpretation: str | None
     ref_low: float | None
     ref_high: float | None
     resource_id: str
+    flags: tuple[str, ...] = ()
+    #: where the record says the specimen is haemolysed (Specimen.condition, interpretation, note); None if not
+    haemolysed: str | None = None
+    #: False when the value has no unit (or an unknown one) that can be read unambiguously
+    unit_interpretable: bool = True
+    #: how a missing unit was read, or why it could not be ("no unit: read as mg/dL, ...")
+    unit_note: str | None = None
 
     @property
     def is_final(self) -> bool:
@@ -321,6 +384,10 @@ class OrderFact:
 
 @dataclass(frozen=True, eq=False)  # identity equality: holds raw dosage dicts, which do not hash
 class MedicationFact:
+    """One MedicationRequest, MedicationStatement, MedicationAdministration or draft order, as the rules
+    read it. The steroid timeline (:mod:`plugin.timeline`) places its dosage lines on the calendar from
+    the dates kept here."""
+
     info: Any  # plugin.medications.MedicationInfo
     classes: frozenset[str]
     resource_type: str
@@ -330,11 +397,33 @@ class MedicationFact:
     from_draft_orders: bool
     started: datetime | None
     course_end: datetime | None
+    #: dosageInstruction (request), dosage (statement), or the one dosage of an administration
     dosages: tuple[JSON, ...]
+    intent: str | None = None
+    #: MedicationRequest.authoredOn: where consecutive dosage steps (boundsDuration, count) start
+    authored_on: datetime | None = None
+    #: effectivePeriod start/end or effectiveDateTime (statements, administrations); the end read as the
+    #: end of its day when only a date is given
+    effective_start: datetime | None = None
+    effective_end: datetime | None = None
+    #: MedicationStatement.dateAsserted: which statement is the most recent
+    asserted: datetime | None = None
+    #: MedicationRequest.dispenseRequest.validityPeriod.end
+    validity_end: datetime | None = None
 
     @property
     def name(self) -> str:
         return getattr(self.info, "display", None) or "medication"
+
+
+@dataclass(frozen=True)
+class BirthDate:
+    """Patient.birthDate as written (a FHIR date: YYYY, YYYY-MM or YYYY-MM-DD) and the first and last day
+    it can mean (a partial date leaves the age uncertain by up to a year)."""
+
+    text: str
+    earliest: date
+    latest: date
 
 
 @dataclass(frozen=True)
@@ -354,6 +443,8 @@ class PatientFacts:
     #: resources skipped as invalid; a list because lab results are validated when first read
     skipped: list[str] = field(default_factory=list)
     missing_keys: frozenset[str] = field(default_factory=frozenset)
+    #: Patient.birthDate, read only if a card asks (the age decides whether adult ranges apply)
+    birth_date_of: Callable[[], BirthDate | None] = lambda: None
 
     @property
     def notes(self) -> tuple[str, ...]:
@@ -362,6 +453,10 @@ class PatientFacts:
     @property
     def sex(self) -> str | None:
         return self.sex_of()
+
+    @property
+    def birth_date(self) -> BirthDate | None:
+        return self.birth_date_of()
 
     def conditions_in(self, kind: str) -> tuple[ConditionFact, ...]:
         return tuple(c for c in self.conditions if kind in c.kinds)
@@ -373,6 +468,10 @@ class PatientFacts:
         """The newest final (or preliminary) result of ``analyte``; ``None`` if older than ``days``."""
         since = None if days is None else self.now - timedelta(days=days)
         return self.labs.latest(analyte, final=final, since=since)
+
+    def lab_on_day(self, analyte: str, when: datetime) -> LabResult | None:
+        """The newest final result of ``analyte`` taken on the calendar day of ``when`` (a same-day albumin)."""
+        return self.labs.on_day(analyte, when)
 
     def orders_of(self, kind: str) -> tuple[OrderFact, ...]:
         return tuple(o for o in self.orders if o.kind == kind)
@@ -426,8 +525,15 @@ class _Sources:
         if type(rid) is str and rid:
             key = (rtype, rid)
             if key in self.seen:
+                if from_draft_orders and rtype == "MedicationRequest" and ("draft", rid) not in self.seen:
+                    # an order being changed comes back in draftOrders with the stored order's id: both are
+                    # kept, the stored one as what is current and the draft as the proposed change
+                    self.seen.add(("draft", rid))
+                    self.by_type.setdefault(rtype, []).append((resource, True))  # type: ignore[arg-type]
                 return
             self.seen.add(key)
+            if from_draft_orders:
+                self.seen.add(("draft", rid))
         if rtype == "Medication":
             if isinstance(rid, str):
                 self.medications_by_ref[f"Medication/{rid}"] = resource  # type: ignore[assignment]
@@ -503,15 +609,15 @@ def collect_sources(request: HookRequest) -> _Sources:
 # --------------------------------------------------------------------------------------- conditions
 
 
+def condition_onset(raw: Mapping[str, Any]) -> datetime | None:
+    """onsetDateTime, else the start of onsetPeriod (onsetAge / onsetString give no date)."""
+    return parse_datetime(raw.get("onsetDateTime")) or period_start(raw.get("onsetPeriod"))
+
+
 def condition_date(raw: Mapping[str, Any]) -> datetime | None:
-    """The most recent of onset and recordedDate: a newly recorded old symptom is still news."""
-    return latest(
-        parse_datetime(raw.get("onsetDateTime")),
-        period_start(raw.get("onsetPeriod")),
-        parse_datetime(raw.get("recordedDate")),
-    ) or parse_datetime(
-        (raw.get("meta") or {}).get("lastUpdated") if isinstance(raw.get("meta"), Mapping) else None
-    )
+    """The most recent of onset and recordedDate: a newly recorded old symptom is still news. ``None`` when
+    the Condition has neither (meta.lastUpdated says when the record was edited, not when the symptom was)."""
+    return latest(condition_onset(raw), parse_datetime(raw.get("recordedDate")))
 
 
 def build_conditions(sources: _Sources, notes: list[str]) -> list[ConditionFact]:
@@ -544,21 +650,30 @@ def build_conditions(sources: _Sources, notes: list[str]) -> list[ConditionFact]
                 abated=any(k.startswith("abatement") for k in raw),
                 when=condition_date(raw),
                 category=categories,
+                onset=condition_onset(raw),
+                matches=tuple(matched.items()),
             )
         )
     return facts
 
 
 def symptoms_from_conditions(conditions: Iterable[ConditionFact]) -> list[SymptomFact]:
-    """Active, not refuted symptom Conditions as symptom facts (pattern 1 of section 1.2)."""
+    """Active, not refuted symptom Conditions as symptom facts (pattern 1 of section 1.2), dated or not."""
     out = []
     for condition in conditions:
-        if not condition.is_active or condition.verification_status in {"refuted", "entered-in-error"}:
+        if not condition.is_current:
             continue
         for kind in SYMPTOM_VALUESETS:
             if kind in condition.kinds:
                 out.append(
-                    SymptomFact(kind, condition.coded, condition.when, "Condition", condition.resource_id)
+                    SymptomFact(
+                        kind,
+                        condition.coded_for(kind),
+                        condition.when,
+                        "Condition",
+                        condition.resource_id,
+                        onset=condition.onset,
+                    )
                 )
     return out
 
@@ -603,56 +718,195 @@ def _symptom_match(raw: Mapping[str, Any]) -> dict[str, Coded]:
     return {}
 
 
-_QUANTITY_UNITS = {
-    # analyte -> {normalised unit -> factor to the canonical unit}
-    "ck": ({"u/l": 1.0, "iu/l": 1.0, "[iu]/l": 1.0, "ukat/l": 60.0, "µkat/l": 60.0, "μkat/l": 60.0}, "U/L"),
-    "ck-mb": ({}, None),
-    "potassium": ({"mmol/l": 1.0, "meq/l": 1.0}, "mmol/L"),
-    "magnesium": ({"mg/dl": 1.0, "mmol/l": 1 / 0.4114, "meq/l": 1 / (2 * 0.4114)}, "mg/dL"),
-    "creatinine": ({"mg/dl": 1.0, "umol/l": 1 / 88.4, "µmol/l": 1 / 88.4, "μmol/l": 1 / 88.4}, "mg/dL"),
+@dataclass(frozen=True)
+class LabUnit:
+    """One unit an analyte is reported in: its factor to the analyte's canonical unit, the LOINC property it
+    belongs to, and the magnitudes a result *without* a unit plausibly has in it (see :func:`read_unitless`)."""
+
+    factor: float
+    prop: str  # "mass", "substance" or "catalytic" (LOINC property MCnc / SCnc / CCnc)
+    usual: tuple[float, float]
+
+
+MG_PER_MMOL_MG = 1 / 0.4114  # magnesium: mg/dL x 0.4114 = mmol/L (24.305 g/mol)
+MG_PER_MMOL_CA = 1 / 0.2495  # calcium: mg/dL x 0.2495 = mmol/L (40.08 g/mol)
+MG_PER_MMOL_P = 1 / 0.3229  # phosphate as P: mg/dL x 0.3229 = mmol/L (30.97 g/mol)
+
+_CK_UL = LabUnit(1.0, "catalytic", (1.0, 500_000.0))
+_CK_UKAT = LabUnit(60.0, "catalytic", (0.05, 10.0))
+#: analyte -> (canonical unit, normalised unit -> LabUnit). Usual magnitudes are chosen so that a number typical
+#: of one unit does not also pass as another: a magnesium of 0.62 is a mmol/L number, so it is not a plausible
+#: mg/dL value (CLINICAL-CONTENT 10.2), and a phosphate of 1.1 may be mmol/L or a very low mg/dL.
+ANALYTE_UNITS: dict[str, tuple[str, dict[str, LabUnit]]] = {
+    "ck": ("U/L", {"u/l": _CK_UL, "iu/l": _CK_UL, "[iu]/l": _CK_UL,
+                   "ukat/l": _CK_UKAT, "µkat/l": _CK_UKAT, "μkat/l": _CK_UKAT}),
+    "potassium": ("mmol/L", {"mmol/l": LabUnit(1.0, "substance", (1.5, 9.0)),
+                             "meq/l": LabUnit(1.0, "substance", (1.5, 9.0))}),
+    "sodium": ("mmol/L", {"mmol/l": LabUnit(1.0, "substance", (100.0, 180.0)),
+                          "meq/l": LabUnit(1.0, "substance", (100.0, 180.0))}),
+    "magnesium": ("mg/dL", {"mg/dl": LabUnit(1.0, "mass", (1.0, 6.0)),
+                            "mg/l": LabUnit(0.1, "mass", (10.0, 60.0)),
+                            "mmol/l": LabUnit(MG_PER_MMOL_MG, "substance", (0.2, 2.5)),
+                            "meq/l": LabUnit(MG_PER_MMOL_MG / 2, "substance", (2.6, 5.0))}),
+    "calcium": ("mg/dL", {"mg/dl": LabUnit(1.0, "mass", (4.0, 20.0)),
+                          "mmol/l": LabUnit(MG_PER_MMOL_CA, "substance", (0.75, 4.0)),
+                          "meq/l": LabUnit(MG_PER_MMOL_CA / 2, "substance", (4.1, 8.0))}),
+    "ionized-calcium": ("mmol/L", {"mmol/l": LabUnit(1.0, "substance", (0.3, 2.5)),
+                                   "meq/l": LabUnit(0.5, "substance", (2.6, 5.0)),
+                                   "mg/dl": LabUnit(0.2495, "mass", (2.6, 8.0))}),
+    "phosphate": ("mg/dL", {"mg/dl": LabUnit(1.0, "mass", (1.6, 15.0)),
+                            "mmol/l": LabUnit(MG_PER_MMOL_P, "substance", (0.1, 1.5))}),
+    "albumin": ("g/dL", {"g/dl": LabUnit(1.0, "mass", (1.0, 6.5)),
+                         "g/l": LabUnit(0.1, "mass", (10.0, 65.0))}),
+    "creatinine": ("mg/dL", {"mg/dl": LabUnit(1.0, "mass", (0.1, 25.0)),
+                             "umol/l": LabUnit(1 / 88.4, "substance", (26.0, 2500.0)),
+                             "µmol/l": LabUnit(1 / 88.4, "substance", (26.0, 2500.0)),
+                             "μmol/l": LabUnit(1 / 88.4, "substance", (26.0, 2500.0))}),
+    # body weight: kg and lb overlap in magnitude, so a weight without a unit is never read (no default unit)
+    "weight": ("kg", {"kg": LabUnit(1.0, "mass", (0.3, 350.0)),
+                      "g": LabUnit(0.001, "mass", (300.0, 350_000.0)),
+                      "[lb_av]": LabUnit(0.45359237, "mass", (0.7, 770.0)),
+                      "lb": LabUnit(0.45359237, "mass", (0.7, 770.0)),
+                      "lbs": LabUnit(0.45359237, "mass", (0.7, 770.0))}),
 }
+CANONICAL_UNITS = {analyte: unit for analyte, (unit, _) in ANALYTE_UNITS.items()}
+_PROPERTY_WORDS = (("[mass/volume]", "mass"), ("[moles/volume]", "substance"),
+                   ("[enzymatic activity/volume]", "catalytic"))
 
 
 def _unit_of(quantity: Mapping[str, Any]) -> str | None:
     return _clean(quantity.get("code")) or _clean(quantity.get("unit"))
 
 
-def _default_unit(analyte: str, coded: Coded) -> str | None:
-    """The unit to assume when a result has none (the LOINC property fixes it)."""
-    if analyte == "ck":
-        return "U/L"
-    if analyte == "potassium":
-        return "mmol/L"
-    if analyte == "magnesium":
-        return "mmol/L" if coded.code == "2601-3" else "mg/dL"
-    return None
+def _unit_key(unit: str | None) -> str:
+    return (unit or "").replace(" ", "").lower()
+
+
+def loinc_property(analyte: str, coded: Coded) -> str | None:
+    """The LOINC property of the result's code (mass, substance or catalytic concentration), read from the
+    display the analyte's value set records for it (the record's own display is not trusted)."""
+    valueset = LAB_ANALYTES.get(analyte, (None, None))[0]
+    display = terminology.concept_display(valueset, coded.system, coded.code) if valueset else None
+    lowered = (display or "").lower()
+    return next((prop for word, prop in _PROPERTY_WORDS if word in lowered), None)
+
+
+def read_unitless(analyte: str, value: float, coded: Coded) -> tuple[str | None, str]:
+    """The unit a result sent without one is in, and why; ``None`` when it cannot be told (10.2).
+
+    It is read only when the code's LOINC property and the value's magnitude fit exactly one unit (units
+    differing only in name, such as mmol/L and mEq/L for potassium, count as one).
+    """
+    table = ANALYTE_UNITS.get(analyte)
+    if table is None:
+        return None, "no unit"
+    prop = loinc_property(analyte, coded)
+    props = {u.prop for u in table[1].values()}
+    if prop is None and len(props) == 1:
+        prop = next(iter(props))
+    if prop is None:
+        return None, "no unit, and the code does not say whether it is a mass or substance concentration"
+    fits = {name: u for name, u in table[1].items() if u.prop == prop and u.usual[0] <= value <= u.usual[1]}
+    factors = {round(u.factor, 9) for u in fits.values()}
+    if len(factors) == 1:
+        name = next(iter(fits))
+        return name, f"no unit: read as {_DISPLAY_UNITS.get(name, name)} ({prop} concentration code, magnitude)"
+    if not fits:
+        return None, f"no unit, and {num_text(value)} is not a plausible value for a {prop} concentration code"
+    return None, f"no unit, and {num_text(value)} fits more than one unit"
+
+
+_DISPLAY_UNITS = {"mg/dl": "mg/dL", "mmol/l": "mmol/L", "meq/l": "mEq/L", "g/dl": "g/dL", "g/l": "g/L",
+                  "u/l": "U/L", "ukat/l": "ukat/L", "mg/l": "mg/L", "umol/l": "umol/L"}
+
+
+def num_text(value: float) -> str:
+    return f"{value:g}"
 
 
 def to_canonical(
     analyte: str, value: float | None, unit: str | None, coded: Coded
 ) -> tuple[float | None, str | None]:
-    table = _QUANTITY_UNITS.get(analyte)
+    """``value`` in the analyte's canonical unit, and that unit; ``(None, None)`` when the unit is unknown.
+    Analytes without a unit table (eGFR, CK-MB) are passed through unconverted."""
     if value is None:
         return None, None
+    table = ANALYTE_UNITS.get(analyte)
     if table is None:
         return value, unit
-    factors, canonical_unit = table
-    if canonical_unit is None:
-        return value, unit
-    unit = unit or _default_unit(analyte, coded)
-    factor = factors.get((unit or "").replace(" ", "").lower())
-    if factor is None:
+    canonical_unit, units = table
+    found = units.get(_unit_key(unit)) if unit else None
+    if found is None:
         return None, None
-    return value * factor, canonical_unit
+    return value * found.factor, canonical_unit
 
 
-def _interpretation(raw: Mapping[str, Any]) -> str | None:
+# --- haemolysis --------------------------------------------------------------------------------------
+
+V2_SPECIMEN_CONDITION = "http://terminology.hl7.org/CodeSystem/v2-0493"
+_HAEMOLYSIS = re.compile(r"ha?emoly[sz]", re.IGNORECASE)
+_NOT_HAEMOLYSED = re.compile(
+    r"\b(no|not|non|without)[\s-]*(visible\s+|significant\s+)?ha?emoly[sz]"
+    r"|ha?emoly[sz]\w*(\s+index)?\s*[:=]?\s*(none|absent|negative|not\s+(detected|seen|present))",
+    re.IGNORECASE,
+)
+
+
+def _says_haemolysed(text: Any) -> bool:
+    return isinstance(text, str) and bool(_HAEMOLYSIS.search(text)) and not _NOT_HAEMOLYSED.search(text)
+
+
+def _concept_haemolysed(concept: Any) -> bool:
+    for coding in codings(concept):
+        if (_clean(coding.get("system")), (_clean(coding.get("code")) or "").upper()) == (V2_SPECIMEN_CONDITION, "HEM"):
+            return True
+        if _says_haemolysed(coding.get("display")) or _says_haemolysed(coding.get("code")):
+            return True
+    return isinstance(concept, Mapping) and _says_haemolysed(concept.get("text"))
+
+
+def haemolysis(raw: Mapping[str, Any], specimens: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """Where the record says the specimen of this result is haemolysed (a haemolysed specimen is not a
+    valid potassium); ``None`` when nothing does. Reads the Specimen (contained, or sent in prefetch) its
+    ``condition``, the result's interpretation and its notes."""
+    reference = reference_of(raw.get("specimen")) if isinstance(raw.get("specimen"), Mapping) else None
+    specimen: Any = None
+    if isinstance(reference, str) and reference.startswith("#"):
+        specimen = next((c for c in as_list(raw.get("contained")) if isinstance(c, Mapping)
+                         and c.get("resourceType") == "Specimen" and c.get("id") == reference[1:]), None)
+    elif isinstance(reference, str):
+        specimen = specimens.get("/".join(reference.rstrip("/").split("/")[-2:]))
+    if isinstance(specimen, Mapping):
+        if any(_concept_haemolysed(c) for c in as_list(specimen.get("condition"))):
+            return f"Specimen {reference} condition: haemolysed"
+        if any(isinstance(n, Mapping) and _says_haemolysed(n.get("text")) for n in as_list(specimen.get("note"))):
+            return f"Specimen {reference} note: haemolysed"
+    if any(_concept_haemolysed(c) for c in as_list(raw.get("interpretation"))):
+        return "interpretation: haemolysed"
+    for note in as_list(raw.get("note")):
+        if isinstance(note, Mapping) and _says_haemolysed(note.get("text")):
+            return f"note: \u201c{str(note['text']).strip()[:80]}\u201d"
+    return None
+
+
+#: ObservationInterpretation (v3) / HL7 v2 table 0078 abnormal flags the rules read
+KNOWN_FLAGS = frozenset({"H", "HH", "HU", "L", "LL", "LU", "A", "AA", "N", "<", ">"})
+
+
+def _flags(raw: Mapping[str, Any]) -> tuple[tuple[str, ...], str | None]:
+    """(every recognised abnormal flag, the first interpretation code of any kind)."""
+    flags: list[str] = []
+    first = None
     for concept in as_list(raw.get("interpretation")):
         for coding in codings(concept):
             code = _clean(coding.get("code"))
-            if code:
-                return code.upper()
-    return None
+            if not code:
+                continue
+            code = code.upper()
+            first = first or code
+            if code in KNOWN_FLAGS and code not in flags:
+                flags.append(code)
+    return tuple(flags), (flags[0] if flags else first)
 
 
 def _reference_limits(
@@ -678,12 +932,25 @@ def _reference_limits(
     return None, None
 
 
-def _lab_from_model(analyte: str, raw: Mapping[str, Any], model: Any, coded: Coded) -> LabResult:
+def _lab_from_model(
+    analyte: str, raw: Mapping[str, Any], model: Any, coded: Coded,
+    specimens: Mapping[str, Mapping[str, Any]] | None = None,
+) -> LabResult:
     quantity = model.valueQuantity
     value = float(quantity.value) if quantity is not None and quantity.value is not None else None
     unit = (quantity.code or quantity.unit) if quantity is not None else None
-    canonical, canonical_unit = to_canonical(analyte, value, unit, coded)
-    low, high = _reference_limits(analyte, raw, unit, coded)
+    unit_note = None
+    read_unit = unit
+    if value is not None and not unit and analyte in ANALYTE_UNITS:
+        read_unit, unit_note = read_unitless(analyte, value, coded)
+    elif value is not None and unit and analyte in ANALYTE_UNITS and _unit_key(unit) not in ANALYTE_UNITS[analyte][1]:
+        unit_note = f"unit {unit!r} is not one this service reads for {analyte}"
+    if analyte in ANALYTE_UNITS and not read_unit:
+        canonical, canonical_unit = None, None
+    else:
+        canonical, canonical_unit = to_canonical(analyte, value, read_unit, coded)
+    low, high = _reference_limits(analyte, raw, read_unit, coded)
+    flags, first = _flags(raw)
     return LabResult(
         analyte=analyte,
         coded=coded,
@@ -693,10 +960,14 @@ def _lab_from_model(analyte: str, raw: Mapping[str, Any], model: Any, coded: Cod
         unit=unit,
         canonical=canonical,
         canonical_unit=canonical_unit,
-        interpretation=_interpretation(raw),
+        interpretation=first,
         ref_low=low,
         ref_high=high,
         resource_id=str(raw.get("id", "")),
+        flags=flags,
+        haemolysed=haemolysis(raw, specimens or {}),
+        unit_interpretable=value is None or canonical is not None,
+        unit_note=unit_note,
     )
 
 
@@ -792,23 +1063,40 @@ class LabResults:
     Answers are memoised, so the snapshot still never changes.
     """
 
-    def __init__(self, candidates: Candidates, notes: list[str]):
+    def __init__(self, candidates: Candidates, notes: list[str],
+                 specimens: Mapping[str, Mapping[str, Any]] | None = None):
         self._candidates = candidates
         self._notes = notes
+        self._specimens = specimens or {}  # "Specimen/id" -> raw Specimen sent in prefetch
         self._sorted: dict[str, list[tuple[datetime, Mapping[str, Any], Coded]]] = {}
         self._validated: dict[int, LabResult | None] = {}  # id(raw) -> result, or None if invalid
 
     def analytes(self) -> tuple[str, ...]:
         return tuple(self._candidates)
 
-    def latest(self, analyte: str, *, final: bool, since: datetime | None = None) -> LabResult | None:
-        """The newest valid final (``final=True``) or preliminary result of ``analyte``; ``None`` if
-        there is none, or if the newest is older than ``since``."""
+    def _newest_first(self, analyte: str) -> list[tuple[datetime, Mapping[str, Any], Coded]]:
         found = self._sorted.get(analyte)
         if found is None:
             found = self._sorted[analyte] = sorted(
                 self._candidates.get(analyte, ()), key=lambda c: c[0], reverse=True)
-        for when, raw, coded in found:
+        return found
+
+    def on_day(self, analyte: str, when: datetime) -> LabResult | None:
+        """The newest valid final result of ``analyte`` taken on the calendar day of ``when``."""
+        for taken, raw, coded in self._newest_first(analyte):
+            if raw.get("status") not in FINAL_STATUSES or taken.date() > when.date():
+                continue
+            if taken.date() < when.date():
+                return None  # the rest are older still
+            result = self._result(analyte, raw, coded)
+            if result is not None:
+                return result
+        return None
+
+    def latest(self, analyte: str, *, final: bool, since: datetime | None = None) -> LabResult | None:
+        """The newest valid final (``final=True``) or preliminary result of ``analyte``; ``None`` if
+        there is none, or if the newest is older than ``since``."""
+        for when, raw, coded in self._newest_first(analyte):
             if (raw.get("status") in FINAL_STATUSES) is not final:
                 continue
             if since is not None and when < since:
@@ -826,7 +1114,7 @@ class LabResults:
                 self._notes.append(f"Observation/{raw.get('id', '?')} skipped: not valid FHIR R4 ({problem})")
                 self._validated[key] = None
             else:
-                self._validated[key] = _lab_from_model(analyte, raw, model, coded)
+                self._validated[key] = _lab_from_model(analyte, raw, model, coded, self._specimens)
         return self._validated[key]
 
 
@@ -893,7 +1181,13 @@ def build_orders(sources: _Sources, notes: list[str]) -> list[OrderFact]:
 
 # -------------------------------------------------------------------------------------- medications
 
-_MED_MODELS = {"MedicationRequest": MedicationRequest, "MedicationStatement": MedicationStatement}
+_MED_MODELS = {
+    "MedicationRequest": MedicationRequest,
+    "MedicationStatement": MedicationStatement,
+    "MedicationAdministration": MedicationAdministration,
+}
+#: statuses after which a record says nothing about what the patient takes or took
+_UNREAD_MED_STATUSES = frozenset({"entered-in-error", "cancelled", "not-taken"})
 
 
 def _resolver(sources: _Sources, container: Mapping[str, Any]) -> Callable[[str], JSON | None]:
@@ -946,15 +1240,18 @@ def medication_dates(raw: Mapping[str, Any]) -> tuple[datetime | None, datetime 
         if isinstance(duration, Mapping) and start is not None:
             days = _duration_days(duration)
             if days is not None:
-                ends.append(start + timedelta(days=days))
+                try:
+                    ends.append(start + timedelta(days=days))
+                except OverflowError:  # a bound past year 9999 is no end date (the timeline notes it)
+                    pass
     known_starts = [s for s in starts if s is not None]
     known_ends = [e for e in ends if e is not None]
     return (min(known_starts) if known_starts else None), (max(known_ends) if known_ends else None)
 
 
 def _duration_days(duration: Mapping[str, Any]) -> float | None:
-    value = duration.get("value")
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+    value = medications.number(duration.get("value"))
+    if value is None or not 0 < value < 1e9:
         return None
     unit = (_clean(duration.get("code")) or _clean(duration.get("unit")) or "d").lower()
     per_day = {
@@ -1007,36 +1304,55 @@ def build_medications(sources: _Sources, now: datetime, notes: list[str]) -> Med
     candidates = []
     for rtype, model_cls in _MED_MODELS.items():
         for raw, from_draft in sources.of(rtype):
-            if raw.get("status") in {"entered-in-error", "cancelled", "not-taken"}:
+            status = raw.get("status") if isinstance(raw.get("status"), str) else None
+            if status in _UNREAD_MED_STATUSES:
                 continue
+            if rtype == "MedicationAdministration" and status not in medications.ADMINISTERED_STATUSES:
+                continue  # not-done, on-hold, stopped before it was given, unknown: no dose to read
             info = medications.identify_medication(raw, _resolver(sources, raw))
             if info is None:
                 continue
             classes = frozenset(c for c in MEDICATION_CLASSES if medications.has_ingredient_in(info, c))
             if not classes:
                 continue
-            started, course_end = medication_dates(raw)
-            dosages = tuple(
-                d
-                for d in as_list(
-                    raw.get("dosageInstruction") if rtype == "MedicationRequest" else raw.get("dosage")
-                )
-                if isinstance(d, Mapping)
-            )
-            fact = MedicationFact(
-                info=info,
-                classes=classes,
-                resource_type=rtype,
-                resource_id=str(raw.get("id", "")),
-                status=raw.get("status"),
-                current=medications.is_current(raw, now, include_draft=from_draft),
-                from_draft_orders=from_draft,
-                started=started,
-                course_end=course_end,
-                dosages=dosages,
-            )
-            candidates.append((fact, raw, model_cls))
+            candidates.append((medication_fact(raw, rtype, info, classes, from_draft, now), raw, model_cls))
     return Medications(candidates, notes)
+
+
+def medication_fact(
+    raw: Mapping[str, Any], rtype: str, info: Any, classes: frozenset[str], from_draft: bool, now: datetime
+) -> MedicationFact:
+    """The fact of one medication record (raw JSON, not yet validated)."""
+    started, course_end = medication_dates(raw)
+    dosages = tuple(
+        d
+        for d in as_list(raw.get("dosageInstruction") if rtype == "MedicationRequest" else raw.get("dosage"))
+        if isinstance(d, Mapping)
+    )
+    period = raw.get("effectivePeriod") if isinstance(raw.get("effectivePeriod"), Mapping) else {}
+    effective = parse_datetime(raw.get("effectiveDateTime"))
+    dispense = raw.get("dispenseRequest") if isinstance(raw.get("dispenseRequest"), Mapping) else {}
+    validity = dispense.get("validityPeriod") if isinstance(dispense.get("validityPeriod"), Mapping) else {}
+    intent = raw.get("intent")
+    return MedicationFact(
+        info=info,
+        classes=classes,
+        resource_type=rtype,
+        resource_id=str(raw.get("id", "")),
+        status=raw.get("status") if isinstance(raw.get("status"), str) else None,
+        current=medications.is_current(raw, now, include_draft=from_draft),
+        from_draft_orders=from_draft,
+        started=started,
+        course_end=course_end,
+        dosages=dosages,
+        intent=intent if isinstance(intent, str) else None,
+        authored_on=parse_datetime(raw.get("authoredOn")),
+        effective_start=period_start(period) or effective,
+        effective_end=medications.end_instant(period.get("end"))
+        or (medications.administration_time(raw) if rtype == "MedicationAdministration" else None),
+        asserted=parse_datetime(raw.get("dateAsserted")),
+        validity_end=medications.end_instant(validity.get("end")),
+    )
 
 
 # ------------------------------------------------------------------------------------------ patient
@@ -1051,6 +1367,39 @@ def patient_sex(sources: _Sources, notes: list[str]) -> str | None:
         if model.gender in ("male", "female"):
             return model.gender
         return None
+    return None
+
+
+_FHIR_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
+
+
+def patient_birth_date(sources: _Sources, notes: list[str], now: datetime) -> BirthDate | None:
+    """The first Patient's birthDate, read from the raw resource (the only element read, checked here as
+    a FHIR date; validating the whole Patient is left to the rules that need its sex). A value that is no
+    FHIR date, or lies in the future, is noted and gives ``None``."""
+    for raw, _ in sources.of("Patient"):
+        value = raw.get("birthDate")
+        if value is None:
+            return None
+        match = _FHIR_DATE.match(value) if isinstance(value, str) else None
+        try:
+            if match is None:
+                raise ValueError
+            year, month, day = int(match[1]), match[2], match[3]
+            if day:
+                earliest = latest = date(year, int(month), int(day))
+            elif month:
+                earliest = date(year, int(month), 1)
+                latest = (earliest.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+            else:
+                earliest, latest = date(year, 1, 1), date(year, 12, 31)
+            if earliest > now.date() or year < 1850:
+                raise ValueError
+        except ValueError:
+            shown = value if isinstance(value, str) and len(value) <= 40 else type(value).__name__
+            notes.append(f"Patient/{raw.get('id', '?')} birthDate {shown!r} is not a usable date: age unknown")
+            return None
+        return BirthDate(value, earliest, min(latest, now.date()))
     return None
 
 
@@ -1074,6 +1423,7 @@ def build_facts(request: HookRequest, gate: Callable[[PatientFacts], bool] | Non
         hook=request.hook,
         now=request.now,
         sex_of=functools.cache(lambda: patient_sex(sources, notes)),
+        birth_date_of=functools.cache(lambda: patient_birth_date(sources, notes, request.now)),
         conditions=tuple(conditions),
         symptoms=symptoms,
         labs=LabResults({}, notes),
@@ -1087,4 +1437,5 @@ def build_facts(request: HookRequest, gate: Callable[[PatientFacts], bool] | Non
         return facts
     orders = tuple(build_orders(sources, notes))
     meds = build_medications(sources, request.now, notes)
-    return replace(facts, labs=LabResults(lab_candidates, notes), orders=orders, medications=meds)
+    specimens = {f"Specimen/{raw['id']}": raw for raw, _ in sources.of("Specimen") if isinstance(raw.get("id"), str)}
+    return replace(facts, labs=LabResults(lab_candidates, notes, specimens), orders=orders, medications=meds)

@@ -17,8 +17,9 @@ a shifted fixture is never in the future, whatever the time of day when it is lo
 The prefetch evaluator (:func:`search`) answers the small FHIR search subset the prefetch templates
 use, in process, the way a FHIR server would: ``Type/id`` reads and type searches with ``patient=`` /
 ``subject=``, token ``code=`` (comma-OR of ``system|code``), ``status=`` (comma-OR), ``_sort=[-]date``
-and ``_count`` (first page, with ``total`` and a ``next`` link when there is more). Anything else
-raises, so a template change the evaluator does not understand is noticed at build time.
+(``[-]effective-time`` for MedicationAdministration) and ``_count`` (first page, with ``total`` and a
+``next`` link when there is more). Anything else raises, so a template change the evaluator does not
+understand is noticed at build time.
 """
 
 from __future__ import annotations
@@ -50,16 +51,19 @@ _DATE_IN_TEXT = re.compile(r"(?<![\d-])(\d{4}-\d{2}-\d{2})(?![\d-])")
 
 
 def fixtures_dir() -> Path:
-    """``fixtures/`` of the repository: ``$LUPUS_CDS_FIXTURES_DIR``, else next to this package (an editable
-    install or a checkout), else ``./fixtures``."""
+    """``fixtures/`` of the repository: ``$LUPUS_CDS_FIXTURES_DIR``, else the copy a wheel carries
+    (``plugin/fixture_files``, see setup.py), else next to this package (a checkout or an editable install),
+    else ``./fixtures``."""
     configured = os.environ.get("LUPUS_CDS_FIXTURES_DIR")
     candidates = [Path(configured)] if configured else []
-    candidates += [Path(__file__).resolve().parent.parent / "fixtures", Path.cwd() / "fixtures"]
+    here = Path(__file__).resolve().parent
+    candidates += [here / "fixture_files", here.parent / "fixtures", Path.cwd() / "fixtures"]
     for candidate in candidates:
         if (candidate / "patients").is_dir():
             return candidate
     raise FileNotFoundError(
-        "fixtures/ not found: run from a checkout of lupus-cds or set LUPUS_CDS_FIXTURES_DIR")
+        "the fixture patients were not found: install lupus-cds from a wheel built from the repository "
+        "(README.md, 'Install'), run from a checkout, or set LUPUS_CDS_FIXTURES_DIR")
 
 
 def patient_names(root: Path | None = None) -> list[str]:
@@ -182,6 +186,10 @@ _DATE_ELEMENTS = {
     "MedicationStatement": ("effectiveDateTime", "effectivePeriod"),
     "DiagnosticReport": ("effectiveDateTime", "effectivePeriod"),
 }
+#: (resource type, sort parameter) -> the elements it reads, beyond ``date`` (FHIR R4 search parameters)
+_SORT_ELEMENTS = {
+    ("MedicationAdministration", "effective-time"): ("effectiveDateTime", "effectivePeriod"),
+}
 #: resource type -> the element the ``code`` search parameter reads, when not ``code``
 _CODE_ELEMENTS = {"MedicationRequest": "medicationCodeableConcept", "MedicationStatement": "medicationCodeableConcept"}
 
@@ -225,8 +233,10 @@ def _parse_tokens(value: str) -> list[tuple[str | None, str | None]]:
     return tokens
 
 
-def _date_key(resource: Mapping[str, Any]) -> str:
-    for element in _DATE_ELEMENTS.get(resource["resourceType"], ()):
+def _date_key(resource: Mapping[str, Any], parameter: str = "date") -> str:
+    elements = (_DATE_ELEMENTS.get(resource["resourceType"], ()) if parameter == "date"
+                else _SORT_ELEMENTS.get((resource["resourceType"], parameter), ()))
+    for element in elements:
         value = resource.get(element)
         if isinstance(value, Mapping):
             value = value.get("start") or value.get("end")
@@ -276,14 +286,17 @@ def search(resources: Iterable[Mapping[str, Any]], query: str, base: str = "urn:
         elif name == "_count":
             count = int(value)
         elif name == "_sort":
-            if value.lstrip("-") != "date" or resource_type not in _DATE_ELEMENTS:
+            parameter = value.lstrip("-")
+            if not ((parameter == "date" and resource_type in _DATE_ELEMENTS)
+                    or (resource_type, parameter) in _SORT_ELEMENTS):
                 raise UnsupportedSearch(f"{query}: _sort={value} is not supported for {resource_type}")
             sort = value
         else:
             raise UnsupportedSearch(f"{query}: search parameter {name!r} is not supported")
     if sort:
         # stable sort: equal dates keep file order, newest first for "-date"
-        pool = sorted(pool, key=lambda r: _instant_key(_date_key(r)), reverse=sort.startswith("-"))
+        parameter = sort.lstrip("-")
+        pool = sorted(pool, key=lambda r: _instant_key(_date_key(r, parameter)), reverse=sort.startswith("-"))
     total = len(pool)
     page = pool if count is None else pool[:count]
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "total": total,

@@ -8,7 +8,6 @@ Prefetch templates (CDS Hooks 2.0.1 PF-3/4/6): only ``{{context.patientId}}``; t
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -44,8 +43,8 @@ DESCRIPTIONS = {
     "patient-view": (
         "For a patient with systemic lupus erythematosus (SLE) and recent muscle twitching (fasciculations): "
         "suggests creatine kinase to screen for lupus myositis, potassium and magnesium, a corticosteroid "
-        "dose review, urgent evaluation of red flags (weakness, loss of sensation, trouble swallowing or "
-        "breathing) and nerve conduction studies / EMG for neuropathic symptoms."
+        "dose review, urgent evaluation of red flags (weakness, loss of sensation, trouble swallowing, "
+        "slurred speech or breathlessness) and nerve conduction studies / EMG for neuropathic symptoms."
     ),
     "order-select": (
         "The SLE + muscle twitching advice while orders are being selected; tests already in the draft "
@@ -57,8 +56,8 @@ DESCRIPTIONS = {
     ),
 }
 USAGE = (
-    "Reads Conditions, lab and symptom Observations, medication lists, lab orders and NCS/EMG "
-    "procedures of the patient; applies look-back windows itself."
+    "Reads Conditions, lab and symptom Observations, medication orders, lists and administrations, lab "
+    "orders and NCS/EMG procedures of the patient; applies look-back windows itself."
 )
 
 
@@ -103,7 +102,8 @@ def prefetch_templates() -> dict[str, str]:
     creatinine) cannot push the others off the first page."""
     patient = PATIENT_PARAM
     symptom_sets = [VS.SYMPTOM_OBSERVATION_CODE, *SYMPTOM_VALUESETS]  # what the facts read, no more
-    order_sets = [VS.CK_ORDER, VS.POTASSIUM_ORDER, VS.MAGNESIUM_ORDER, VS.CREATININE, VS.NCS_EMG]
+    order_sets = [VS.CK_ORDER, VS.POTASSIUM_ORDER, VS.MAGNESIUM_ORDER, VS.CREATININE, VS.NCS_EMG, VS.ALBUMIN,
+                  VS.TSH_ORDER, VS.PTH_ORDER, VS.VITAMIN_D_ORDER]
     templates = {
         "patient": "Patient/{{context.patientId}}",
         # all Conditions: few per patient, every rule reads them, and a code list would exceed the URL limit
@@ -112,13 +112,22 @@ def prefetch_templates() -> dict[str, str]:
         "potassium": observation_search(code_param([VS.POTASSIUM], [LOINC], [VS.POTASSIUM_EXCLUDE]), 20),
         "magnesium": observation_search(code_param([VS.MAGNESIUM], [LOINC], [VS.MAGNESIUM_EXCLUDE]), 20),
         "otherElectrolytes": observation_search(
-            code_param([VS.CALCIUM, VS.PHOSPHATE, VS.SODIUM], [LOINC]), 30
+            code_param([VS.CALCIUM, VS.CALCIUM_IONIZED, VS.PHOSPHATE, VS.SODIUM], [LOINC]), 30
         ),
+        # albumin corrects a same-day total calcium (10.2): its own key, so frequent albumins cannot push the
+        # calcium off the first page of otherElectrolytes
+        "albumin": observation_search(code_param([VS.ALBUMIN], [LOINC]), 10),
         "renal": observation_search(code_param([VS.CREATININE, VS.EGFR], [LOINC]), 20),
+        # a child's steroid dose per kg needs only the newest weight
+        "bodyWeight": observation_search(code_param([VS.BODY_WEIGHT], [LOINC]), 5),
         "symptomObservations": observation_search(code_param(symptom_sets, [LOINC, SNOMED]), 50),
         "medicationRequests": f"MedicationRequest?{patient}&status=active,on-hold,completed&_count=200",
         "medicationStatements": f"MedicationStatement?{patient}&status=active,intended,on-hold,completed"
         "&_count=200",
+        # in hospital a pulse may exist only as administrations: the newest first (no relative dates in
+        # a template; the service keeps the pulse look-back itself)
+        "medicationAdministrations": f"MedicationAdministration?{patient}&status=completed,in-progress"
+        "&_sort=-effective-time&_count=100",
         "serviceRequests": f"ServiceRequest?{patient}&status=draft,active,on-hold,completed"
         f"&code={code_param(order_sets, [LOINC, CPT, SNOMED])}&_count=50",
         "procedures": f"Procedure?{patient}&code={code_param([VS.NCS_EMG], [CPT, SNOMED, LOINC])}"
@@ -131,17 +140,6 @@ def prefetch_templates() -> dict[str, str]:
 # ------------------------------------------------------------------------------------------- handler
 
 
-@functools.cache  # value sets are fixed for the life of the process
-def ncs_order_coding() -> dict[str, str] | None:
-    """The coding of the NCS/EMG draft order: the first SNOMED code of the NCS/EMG value set (else CPT)."""
-    pairs = _pairs(terminology.codes(VS.NCS_EMG))
-    for system in (SNOMED, CPT):
-        for pair_system, code in pairs:
-            if pair_system == system:
-                return {"system": system, "code": code}
-    return None
-
-
 def advise(request: HookRequest) -> list[dict[str, Any]]:
     """The handler of all three services: facts -> rules -> cards (``[]`` when there is no guidance)."""
     settings = settings_for(request.config)
@@ -149,7 +147,7 @@ def advise(request: HookRequest) -> list[dict[str, Any]]:
     gate, findings = evaluate(facts, settings)
     if not findings:
         return []
-    return build_cards(findings, gate, facts, settings, ncs_order_coding())
+    return build_cards(findings, gate, facts, settings)
 
 
 @hookimpl

@@ -1,6 +1,7 @@
-"""Medication facts from raw FHIR: which ingredient and strength a MedicationRequest or
-MedicationStatement is about, whether it is current and systemic, and its daily corticosteroid dose in
-prednisone equivalents (CLINICAL-CONTENT sections 3 and 4).
+"""Medication facts from raw FHIR: which ingredient and strength a MedicationRequest, MedicationStatement
+or MedicationAdministration is about, whether it is current and systemic, and the daily corticosteroid
+dose of its dosage lines in prednisone equivalents (CLINICAL-CONTENT sections 3 and 4; which record's
+lines count today is :mod:`plugin.timeline`'s business).
 
 Real records carry product codes (RxNorm SCD/SBD/packs), not ingredients, so a product is identified
 (in this order) from the checked-in table ``data/rxnorm-products.json``, from the RxNorm SCD name
@@ -15,10 +16,11 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +81,14 @@ _SALT_WORDS = re.compile(r"\b(sodium|succinate|phosphate|acetate|hydrochloride|h
                          r"dipropionate|valerate|butyrate|hemisuccinate|tebutate|calcium|magnesium|"
                          r"potassium|maleate)\b", re.I)
 _UNIT_TO_MG = {"mg": 1.0, "g": 1000.0, "ug": 0.001, "mcg": 0.001, "µg": 0.001, "ng": 1e-6}
-_COUNT_UNITS = {"", "1", "tab", "tabs", "tablet", "tablets", "{tbl}", "{tablet}", "{tablets}", "cap", "caps",
-                "capsule", "capsules", "{capsule}", "{caps}", "each", "ea", "{each}", "dose", "{dose}", "unit"}
+#: units meaning "one unit of the product" (multiply by its strength): UCUM annotations ({pill} is what the
+#: public CDS Hooks Sandbox sends, with no ``unit``), UCUM unity "1", and the words EHRs write
+_COUNT_UNITS = frozenset({
+    "", "1", "{pill}", "{pills}", "pill", "pills", "{tbl}", "{tab}", "{tabs}", "{tablet}", "{tablets}", "tab", "tabs",
+    "tab(s)", "tablet", "tablets", "tablet(s)", "{cap}", "{caps}", "{capsule}", "{capsules}", "cap", "caps",
+    "cap(s)", "capsule", "capsules", "capsule(s)", "each", "ea", "{each}", "dose", "{dose}", "unit"})
+#: a daily dose above this many mg (100 g) is a data error, not a prescription: the line is skipped
+MAX_MG_PER_DAY = 100_000.0
 _GTS = {"QD": 1, "QOD": 0.5, "BID": 2, "TID": 3, "QID": 4, "AM": 1, "PM": 1, "QAM": 1, "QPM": 1, "QHS": 1,
         "Q4H": 6, "Q6H": 4, "Q8H": 3, "Q12H": 2, "Q24H": 1, "WK": 1 / 7}
 _PERIOD_PER_DAY = {"s": 86400.0, "min": 1440.0, "h": 24.0, "d": 1.0, "wk": 1 / 7, "mo": 1 / 30, "a": 1 / 365}
@@ -364,6 +372,8 @@ def has_ingredient_in(info: MedicationInfo, valueset_name: str) -> bool:
         rxcui = _ingredient_names().get(ingredient.name.lower())
         if rxcui and terminology.in_valueset(valueset_name, terminology.RXNORM, rxcui):
             return True
+        if terminology.in_valueset(valueset_name, terminology.INGREDIENT_NAME, ingredient.name.lower()):
+            return True  # a class member known by name only (no verified RxCUI)
     return False
 
 
@@ -396,26 +406,58 @@ def _instant(value: Any) -> datetime | None:
 _CURRENT_REQUEST = {"active", "on-hold"}
 _ORDER_INTENTS = {"order", "plan", "original-order", "instance-order"}
 _CURRENT_STATEMENT = {"active", "intended"}
+#: MedicationAdministration statuses meaning a dose was (or is being) given; not-done, on-hold, stopped
+#: (halted before all of it was given), entered-in-error and unknown are not read
+ADMINISTERED_STATUSES = frozenset({"completed", "in-progress"})
+#: an administration given this recently (or one in progress) is a current medication
+ADMINISTRATION_CURRENT_HOURS = 24
+
+
+def end_instant(value: Any) -> datetime | None:
+    """A FHIR date/dateTime read as the END of what it names (a date-only end is the end of that day)."""
+    return _instant(value)
+
+
+def administration_time(resource: Mapping[str, Any]) -> datetime | None:
+    """When an administration happened: ``effectiveDateTime``, else the end (or start) of ``effectivePeriod``."""
+    period = resource.get("effectivePeriod") if isinstance(resource.get("effectivePeriod"), dict) else {}
+    for value in (resource.get("effectiveDateTime"), period.get("end"), period.get("start")):
+        if isinstance(value, str) and len(value) > 10:
+            moment = _instant(value)
+            if moment is not None:
+                return moment
+        elif isinstance(value, str) and len(value) == 10:
+            moment = _instant(value + "T00:00:00+00:00")
+            if moment is not None:
+                return moment
+    return None
 
 
 def is_current(resource: Mapping[str, Any], now: datetime, include_draft: bool = False) -> bool:
     """CLINICAL-CONTENT 4.3: is this medication being taken (or about to be, for a draft order)?"""
     kind = resource.get("resourceType")
-    status = resource.get("status")
+    status = resource.get("status") if isinstance(resource.get("status"), str) else None
     if kind in ("MedicationRequest", "MedicationOrder"):
         allowed = _CURRENT_REQUEST | ({"draft"} if include_draft else set())
         if status not in allowed:
             return False
         intent = resource.get("intent")
-        if intent is not None and intent not in _ORDER_INTENTS and not include_draft:
+        if intent is not None and (not isinstance(intent, str) or intent not in _ORDER_INTENTS) and not include_draft:
             return False
-        validity = (resource.get("dispenseRequest") or {}).get("validityPeriod") or {}
+        dispense = resource.get("dispenseRequest")
+        validity = dispense.get("validityPeriod") if isinstance(dispense, dict) else None
         end = _instant(validity.get("end")) if isinstance(validity, dict) else None
     elif kind == "MedicationStatement":
         if status not in _CURRENT_STATEMENT:
             return False
         period = resource.get("effectivePeriod") or {}
         end = _instant(period.get("end")) if isinstance(period, dict) else None
+    elif kind == "MedicationAdministration":
+        if status == "in-progress":
+            return True
+        given = administration_time(resource)
+        return (status in ADMINISTERED_STATUSES and given is not None
+                and now - given <= timedelta(hours=ADMINISTRATION_CURRENT_HOURS))
     else:
         return False
     return end is None or end >= now
@@ -424,16 +466,20 @@ def is_current(resource: Mapping[str, Any], now: datetime, include_draft: bool =
 # --- dose arithmetic -----------------------------------------------------------------------------------
 
 def _number(value: Any) -> float | None:
+    """A finite number from a JSON number or numeric string; ``None`` otherwise (NaN and infinities too)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            return None
-    return None
+    if not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (ValueError, OverflowError):  # "abc"; an integer too large for a float
+        return None
+    return number if math.isfinite(number) else None
+
+
+number = _number  # public names for the timeline
+
 
 
 def _doses_per_day(timing: Any) -> tuple[float | None, str]:
@@ -443,7 +489,7 @@ def _doses_per_day(timing: Any) -> tuple[float | None, str]:
     frequency = _number(repeat.get("frequencyMax")) or _number(repeat.get("frequency"))
     # worst case, as OMTK: the most doses (frequencyMax) in the shortest period (period, not periodMax)
     period = _number(repeat.get("period")) or _number(repeat.get("periodMax"))
-    unit = repeat.get("periodUnit")
+    unit = repeat.get("periodUnit") if isinstance(repeat.get("periodUnit"), str) else None
     if frequency is None:
         listed = repeat.get("timeOfDay") or repeat.get("when")
         if isinstance(listed, list) and listed:
@@ -483,29 +529,38 @@ def _dose_quantity(dosage: Mapping[str, Any]) -> Any:
     return None
 
 
+def _quantity_units(quantity: Mapping[str, Any]) -> list[str]:
+    """The unit words of a Quantity, ``code`` first, then ``unit`` (either may be absent: the CDS Hooks
+    Sandbox sends only ``code``, Synthea neither)."""
+    units = [str(quantity[k]).strip() for k in ("code", "unit") if isinstance(quantity.get(k), (str, int, float))
+             and not isinstance(quantity.get(k), bool)]
+    return [u for u in units if u] or [""]
+
+
 def _mg_per_administration(quantity: Any, info: MedicationInfo) -> tuple[float | None, str]:
     if not isinstance(quantity, dict):
         return None, "no dose quantity"
     value = _number(quantity.get("value"))
-    if value is None:
-        return None, "no dose value"
-    unit = str(quantity.get("code") or quantity.get("unit") or "").strip()
-    key = unit.lower()
-    if key in _UNIT_TO_MG:
-        mg = value * _UNIT_TO_MG[key]
-        return mg, f"{_fmt(mg)} mg"
+    if value is None or not math.isfinite(value) or value < 0:
+        return None, "no usable dose value"
+    units = _quantity_units(quantity)
+    keys = [u.lower() for u in units]
+    for key in keys:
+        if key in _UNIT_TO_MG:
+            mg = value * _UNIT_TO_MG[key]
+            return mg, f"{_fmt(mg)} mg"
     strength = info.ingredients[0].strength_mg if info.ingredients else None
     if strength is None:
-        return None, f"dose {_fmt(value)} {unit or '(no unit)'} but the product strength is unknown"
+        return None, f"dose {_fmt(value)} {units[0] or '(no unit)'} but the product strength is unknown"
     per = (info.ingredients[0].per_unit or "").upper()
-    if key in ("ml", "mL".lower()) and per == "ML":
+    if "ml" in keys and per == "ML":
         mg = value * strength
         return mg, f"{_fmt(value)} mL × {_fmt(strength)} mg/mL = {_fmt(mg)} mg"
-    if key in _COUNT_UNITS and per != "ML":
+    if any(key in _COUNT_UNITS for key in keys) and per != "ML":
         mg = value * strength
         noun = (per or "unit").lower()
         return mg, f"{_fmt(value)} {noun}{'s' if value != 1 else ''} × {_fmt(strength)} mg = {_fmt(mg)} mg"
-    return None, f"dose unit {unit!r} cannot be converted to mg"
+    return None, f"dose unit {units[0]!r} cannot be converted to mg"
 
 
 def _bounds(dosage: Mapping[str, Any]) -> tuple[datetime | None, datetime | None]:
@@ -533,28 +588,56 @@ def _active_lines(dosages: list[dict[str, Any]], now: datetime) -> list[dict[str
     return ordered[:1]
 
 
+def steroid_ingredient(info: MedicationInfo) -> Ingredient | None:
+    """The corticosteroid ingredient of a product (a combination, e.g. with lidocaine, has one)."""
+    return next((i for i in info.ingredients if i.name.lower() in PREDNISONE_EQUIVALENCE
+                 or i.rxcui in PREDNISONE_EQUIVALENCE), info.ingredients[0] if info.ingredients else None)
+
+
+def prednisone_factor(info: MedicationInfo) -> float | None:
+    """mg prednisone per mg of the product's corticosteroid (section 4.1 table); ``None`` if not in it."""
+    return next((PREDNISONE_EQUIVALENCE[k] for k in
+                 [i.rxcui for i in info.ingredients] + [i.name.lower() for i in info.ingredients]
+                 if k in PREDNISONE_EQUIVALENCE), None)
+
+
+def _steroid_view(info: MedicationInfo) -> MedicationInfo:
+    """``info`` with its corticosteroid first: the dose arithmetic is about that ingredient."""
+    steroid = steroid_ingredient(info)
+    if steroid is not None and info.ingredients[0] is not steroid:
+        return MedicationInfo(info.display, (steroid,), info.route_group, info.dose_form, info.product_rxcui,
+                              info.source)
+    return info
+
+
+def doses_per_day(timing: Any) -> float | None:
+    """Administrations per day a Timing describes (``None`` if it does not say)."""
+    return _doses_per_day(timing)[0]
+
+
 def steroid_daily_dose(dosages: Iterable[dict] | dict | None, info: MedicationInfo, now: datetime) -> DoseResult:
     """Daily dose and prednisone equivalent of one corticosteroid (CLINICAL-CONTENT 4.3), with the
-    arithmetic written out for the card detail."""
-    # a combination product (e.g. with lidocaine): the dose arithmetic is about its corticosteroid
-    steroid = next((i for i in info.ingredients if i.name.lower() in PREDNISONE_EQUIVALENCE
-                    or i.rxcui in PREDNISONE_EQUIVALENCE), None)
-    if steroid is not None and info.ingredients[0] is not steroid:
-        info = MedicationInfo(info.display, (steroid,), info.route_group, info.dose_form, info.product_rxcui,
-                              info.source)
+    arithmetic written out for the card detail. Of taper lines with ``boundsPeriod``, those containing
+    ``now`` count (:mod:`plugin.timeline` places every kind of step on the calendar first)."""
+    lines = [dosages] if isinstance(dosages, dict) else [d for d in dosages or [] if isinstance(d, dict)]
+    return dose_of_lines(_active_lines(lines, now) if lines else lines, info)
+
+
+def dose_of_lines(lines: Iterable[Mapping[str, Any]], info: MedicationInfo) -> DoseResult:
+    """The daily dose of these dosage lines taken together (concurrent lines add up), without choosing
+    among them."""
+    info = _steroid_view(info)
     name = info.ingredients[0].name if info.ingredients else info.display
-    factor = next((PREDNISONE_EQUIVALENCE[k] for k in
-                   [i.rxcui for i in info.ingredients] + [i.name.lower() for i in info.ingredients]
-                   if k in PREDNISONE_EQUIVALENCE), None)
+    factor = prednisone_factor(info)
     if info.route_group == "depot":
         return DoseResult(False, reason="depot injection: no daily dose")
-    lines = [dosages] if isinstance(dosages, dict) else [d for d in dosages or [] if isinstance(d, dict)]
+    lines = [d for d in lines if isinstance(d, Mapping)]
     if not lines:
         return DoseResult(False, reason="no dosage instructions")
     total = 0.0
     largest = 0.0
     steps: list[str] = []
-    for dosage in _active_lines(lines, now):
+    for dosage in lines:
         quantity = _dose_quantity(dosage)
         per_day, rate = _doses_per_day(dosage.get("timing"))
         as_needed = dosage.get("asNeededBoolean") is True or isinstance(dosage.get("asNeededCodeableConcept"), dict)
@@ -562,10 +645,10 @@ def steroid_daily_dose(dosages: Iterable[dict] | dict | None, info: MedicationIn
             maximum = dosage.get("maxDosePerPeriod")
             if isinstance(maximum, dict) and isinstance(maximum.get("numerator"), dict):
                 quantity = maximum["numerator"]
-                denominator = maximum.get("denominator") or {}
+                denominator = maximum.get("denominator") if isinstance(maximum.get("denominator"), dict) else {}
                 days = (_number(denominator.get("value")) or 1) / _PERIOD_PER_DAY.get(
-                    denominator.get("code") or denominator.get("unit") or "d", 1.0)
-                per_day, rate = 1 / days, "maximum per period"
+                    str(denominator.get("code") or denominator.get("unit") or "d"), 1.0)
+                per_day, rate = (1 / days if days and math.isfinite(days) else None), "maximum per period"
             else:
                 return DoseResult(False, reason="as-needed dosing without a maximum")
         mg, dose_text = _mg_per_administration(quantity, info)
@@ -580,10 +663,16 @@ def steroid_daily_dose(dosages: Iterable[dict] | dict | None, info: MedicationIn
                 per_day, rate = 1.0, "once daily (course)"  # "1 g IV daily x 3 days" often omits frequency
             else:
                 return DoseResult(False, reason="frequency not stated")
+        if not (math.isfinite(mg * per_day) and 0 <= mg * per_day <= MAX_MG_PER_DAY):
+            return DoseResult(False, reason=f"implausible dose (not 0 to {_fmt(MAX_MG_PER_DAY)} mg/day): not read")
         total += mg * per_day
         largest = max(largest, mg)
         steps.append(f"{dose_text} × {rate}")
     arithmetic = f"{name}: " + " + ".join(steps) + f" = {_fmt(total)} mg/day"
+    return _with_equivalent(total, largest, factor, arithmetic)
+
+
+def _with_equivalent(total: float, largest: float, factor: float | None, arithmetic: str) -> DoseResult:
     if factor is None:
         return DoseResult(True, total, largest, None, None, arithmetic, reason="no prednisone equivalence")
     pred_day, pred_admin = total * factor, largest * factor
@@ -594,8 +683,41 @@ def steroid_daily_dose(dosages: Iterable[dict] | dict | None, info: MedicationIn
     return DoseResult(True, total, largest, round(pred_day, 2), round(pred_admin, 2), arithmetic)
 
 
+def administered_mg(dosage: Any, info: MedicationInfo, hours: float | None = None) -> tuple[float | None, str]:
+    """mg of the corticosteroid one MedicationAdministration gave: ``dosage.dose`` (mg, g, or a count of
+    tablets x strength), else an infusion ``rateQuantity`` in mg per hour/minute over ``hours``."""
+    if not isinstance(dosage, Mapping):
+        return None, "no dosage"
+    info = _steroid_view(info)
+    if isinstance(dosage.get("dose"), dict):
+        mg, text = _mg_per_administration(dosage["dose"], info)
+    else:
+        rate = dosage.get("rateQuantity")
+        mg, text = None, "no dose stated"
+        if isinstance(rate, dict) and hours is not None:
+            value = _number(rate.get("value"))
+            unit = str(rate.get("code") or rate.get("unit") or "").strip().lower()
+            per_hour = {"mg/h": 1.0, "mg/hr": 1.0, "mg/min": 60.0, "g/h": 1000.0}.get(unit)
+            if value is not None and per_hour is not None and math.isfinite(value) and value >= 0:
+                mg = value * per_hour * hours
+                text = f"{_fmt(value)} {unit} over {_fmt(hours)} h = {_fmt(mg)} mg"
+    if mg is not None and not (math.isfinite(mg) and mg <= MAX_MG_PER_DAY):
+        return None, "implausible dose: not read"
+    return mg, text
+
+
+def equivalent_of(total_mg: float, largest_mg: float, info: MedicationInfo, arithmetic: str) -> DoseResult:
+    """A DoseResult for a daily total worked out elsewhere (one calendar day's administrations)."""
+    return _with_equivalent(total_mg, largest_mg, prednisone_factor(_steroid_view(info)), arithmetic)
+
+
 def _fmt(value: float) -> str:
+    if not math.isfinite(value):
+        return "?"
     rounded = round(value, 2)
     if rounded == int(rounded):
         return f"{int(rounded):,}"
     return f"{rounded:,.2f}".rstrip("0").rstrip(".")
+
+
+fmt = _fmt

@@ -2,8 +2,9 @@
 
 Values come from the application's settings mapping (``HookRequest.config`` / the ``config`` given to
 ``cds_services``), whose ``LUPUS_CDS_*`` keys may come from the environment as strings, so each value is
-parsed here. A key that is absent takes the default listed in :data:`SETTINGS`; a key that cannot be
-parsed raises :class:`ValueError` naming the key (a mis-typed threshold must not silently change care).
+parsed here. A key that is absent (or empty) takes the default listed in :data:`SETTINGS`; a key that cannot
+be parsed raises :class:`~cds_hooks.config.ConfigError` (a ``ValueError``) naming the key (a mis-typed
+threshold must not silently change care).
 """
 
 from __future__ import annotations
@@ -12,16 +13,26 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cds_hooks.config import ConfigError, parse_bool
+
 
 @dataclass(frozen=True)
 class SettingSpec:
-    """One configurable value: its key, type, default and a sentence for the README and rule book."""
+    """One configurable value: its key, type, default, a sentence for the README and rule book, and (for a
+    clinical number) the public source that states it; the rule book prints the source, and a test names it."""
 
     key: str
     kind: type
     default: Any
     description: str
+    source: str = ""
 
+
+#: the critical cut-offs of the secondary electrolytes come from one published laboratory list
+ARUP_CRITICAL_VALUES = (
+    "ARUP Laboratories Critical Values List (CORP-APPEND-0104A rev. 26, April 2017): calcium total < 6.0 mg/dL, "
+    "calcium ionized < 0.78 mmol/L, phosphorus < 1.0 mg/dL, sodium < 120 mmol/L"
+)
 
 #: attribute name -> spec. The attribute names are what the rules use.
 SETTINGS: dict[str, SettingSpec] = {
@@ -63,9 +74,8 @@ SETTINGS: dict[str, SettingSpec] = {
                 "LUPUS_CDS_COUNT_SLE_IN_REMISSION",
                 bool,
                 True,
-                "Count an SLE Condition whose clinicalStatus is remission (SLE is chronic; remission does "
-                "not "
-                "remove myositis or neuropathy risk).",
+                "Count an SLE Condition whose clinicalStatus is remission, or that is coded as SLE in remission "
+                "(698694005) (SLE is chronic; remission does not remove myositis or neuropathy risk).",
             ),
         ),
         # --- look-back windows, in days
@@ -76,7 +86,7 @@ SETTINGS: dict[str, SettingSpec] = {
                 int,
                 90,
                 "A fasciculation (or other symptom) Condition counts when onset or recorded date is this "
-                "recent.",
+                "recent; an active one with no date at all counts too (shown as date unknown).",
             ),
         ),
         (
@@ -106,7 +116,8 @@ SETTINGS: dict[str, SettingSpec] = {
                 "LUPUS_CDS_RED_FLAG_DAYS",
                 int,
                 14,
-                "Weakness, loss of sensation, dysphagia or dyspnea recorded this recently is a red flag.",
+                "Weakness, loss of sensation, oropharyngeal dysphagia, dysarthria or dyspnea recorded this "
+                "recently is a red flag; weakness is called new only when its onset is this recent.",
             ),
         ),
         (
@@ -232,6 +243,113 @@ SETTINGS: dict[str, SettingSpec] = {
             ),
         ),
         (
+            "hyperkalemia_mmol_l",
+            SettingSpec(
+                "LUPUS_CDS_HYPERKALEMIA_MMOL_L",
+                float,
+                5.5,
+                "Potassium at or above this (mmol/L) is high, when the lab gives neither a flag nor a range.",
+                "UK Kidney Association, Clinical Practice Guidelines: Treatment of Acute Hyperkalaemia in Adults "
+                "(2023): hyperkalaemia is K >= 5.5 mmol/L (mild 5.5-5.9, moderate 6.0-6.4, severe >= 6.5)",
+            ),
+        ),
+        (
+            "hyperkalemia_critical_mmol_l",
+            SettingSpec(
+                "LUPUS_CDS_HYPERKALEMIA_CRITICAL_MMOL_L",
+                float,
+                6.0,
+                "Potassium at or above this (mmol/L), or flagged HH, is critical (ECG advised).",
+                "UK Kidney Association 2023 hyperkalaemia guideline: moderate hyperkalaemia from 6.0 mmol/L, when a "
+                "12-lead ECG is taken at once (NHS GGC handbook implementing it: ECG if K >= 6 mmol/L)",
+            ),
+        ),
+        (
+            "hypocalcemia_mg_dl",
+            SettingSpec(
+                "LUPUS_CDS_HYPOCALCEMIA_MG_DL",
+                float,
+                8.5,
+                "Total calcium (corrected for a same-day albumin) below this (mg/dL; 8.5 mg/dL = 2.12 mmol/L) is low, "
+                "when the lab gives neither a flag nor a range.",
+                "StatPearls, Hypocalcemia (NBK430912): total serum calcium 8.5-10.5 mg/dL (2.12-2.62 mmol/L); "
+                "0.8 mg/dL per 1 g/dL of albumin",
+            ),
+        ),
+        (
+            "hypocalcemia_critical_mg_dl",
+            SettingSpec(
+                "LUPUS_CDS_HYPOCALCEMIA_CRITICAL_MG_DL",
+                float,
+                6.0,
+                "Total calcium below this (mg/dL; 1.50 mmol/L), or flagged LL, is critical (tetany risk).",
+                ARUP_CRITICAL_VALUES,
+            ),
+        ),
+        (
+            "ionized_hypocalcemia_mmol_l",
+            SettingSpec(
+                "LUPUS_CDS_IONIZED_HYPOCALCEMIA_MMOL_L",
+                float,
+                1.12,
+                "Ionized calcium below this (mmol/L; 4.5 mg/dL) is low, when the lab gives neither a flag nor a range.",
+                "OhioHealth Laboratory Services test LAB54 Calcium, Ionized: reference 4.5-5.3 mg/dL "
+                "(= 1.12-1.32 mmol/L)",
+            ),
+        ),
+        (
+            "ionized_hypocalcemia_critical_mmol_l",
+            SettingSpec(
+                "LUPUS_CDS_IONIZED_HYPOCALCEMIA_CRITICAL_MMOL_L",
+                float,
+                0.78,
+                "Ionized calcium below this (mmol/L), or flagged LL, is critical.",
+                ARUP_CRITICAL_VALUES,
+            ),
+        ),
+        (
+            "hypophosphatemia_mg_dl",
+            SettingSpec(
+                "LUPUS_CDS_HYPOPHOSPHATEMIA_MG_DL",
+                float,
+                2.5,
+                "Phosphate below this (mg/dL; 2.5 mg/dL = 0.81 mmol/L) is low, when the lab gives neither a flag "
+                "nor a range.",
+                "StatPearls, Hypophosphatemia (NBK493172): adult serum phosphate < 2.5 mg/dL; Merck Manual "
+                "Professional, Hypophosphatemia: < 2.5 mg/dL (0.81 mmol/L), severe < 1 mg/dL (0.32 mmol/L)",
+            ),
+        ),
+        (
+            "hypophosphatemia_critical_mg_dl",
+            SettingSpec(
+                "LUPUS_CDS_HYPOPHOSPHATEMIA_CRITICAL_MG_DL",
+                float,
+                1.0,
+                "Phosphate below this (mg/dL; 0.32 mmol/L), or flagged LL, is severe: the card becomes a warning.",
+                ARUP_CRITICAL_VALUES + "; Merck Manual Professional, Hypophosphatemia (severe < 1 mg/dL)",
+            ),
+        ),
+        (
+            "hyponatremia_mmol_l",
+            SettingSpec(
+                "LUPUS_CDS_HYPONATREMIA_MMOL_L",
+                float,
+                135.0,
+                "Sodium below this (mmol/L) is low, when the lab gives neither a flag nor a range.",
+                "StatPearls, Hyponatremia (NBK470386): serum sodium < 135 mEq/L (severe < 125 mEq/L)",
+            ),
+        ),
+        (
+            "hyponatremia_critical_mmol_l",
+            SettingSpec(
+                "LUPUS_CDS_HYPONATREMIA_CRITICAL_MMOL_L",
+                float,
+                120.0,
+                "Sodium below this (mmol/L), or flagged LL, is severe: the card becomes a warning.",
+                ARUP_CRITICAL_VALUES,
+            ),
+        ),
+        (
             "egfr_renal_threshold",
             SettingSpec(
                 "LUPUS_CDS_EGFR_RENAL_THRESHOLD",
@@ -287,7 +405,8 @@ SETTINGS: dict[str, SettingSpec] = {
                 "LUPUS_CDS_STEROID_PULSE_MG",
                 float,
                 250.0,
-                "A single administration at or above this (mg prednisone-equivalent) is a pulse.",
+                "A day's corticosteroid dose (one administration, or one calendar day's administrations) at or "
+                "above this (mg prednisone-equivalent) is a pulse.",
             ),
         ),
         (
@@ -298,6 +417,26 @@ SETTINGS: dict[str, SettingSpec] = {
                 False,
                 "Also show an info card for doses above the SLE target but within the low band (> 5 to 7.5 "
                 "mg/day).",
+            ),
+        ),
+        # --- children: adult CK ranges and steroid bands do not apply
+        (
+            "child_age_years",
+            SettingSpec(
+                "LUPUS_CDS_CHILD_AGE_YEARS",
+                int,
+                18,
+                "A patient younger than this (years, from Patient.birthDate) is a child: the CK and steroid "
+                "cards say adult CK ranges and steroid dose bands do not apply.",
+            ),
+        ),
+        (
+            "weight_lookback_days",
+            SettingSpec(
+                "LUPUS_CDS_WEIGHT_LOOKBACK_DAYS",
+                int,
+                60,
+                "A body weight this recent gives a child's corticosteroid dose in mg/kg/day.",
             ),
         ),
         # --- links
@@ -318,22 +457,16 @@ SETTINGS: dict[str, SettingSpec] = {
 def parse_value(spec: SettingSpec, raw: Any) -> Any:
     """``raw`` (possibly an environment string) as ``spec.kind``; :class:`ValueError` names the key."""
     if spec.kind is bool:
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in {"1", "true", "yes", "on"}:
-            return True
-        if text in {"0", "false", "no", "off", ""}:
-            return False
-        raise ValueError(f"{spec.key} must be true or false, got {raw!r}")
+        # the protocol layer's one list of spellings (cds_hooks.config.TRUE_WORDS / FALSE_WORDS)
+        return spec.default if raw == "" else parse_bool(raw, spec.key)
     if spec.kind is str:
         return "" if raw is None else str(raw).strip()
     try:
         value = spec.kind(str(raw).strip()) if isinstance(raw, str) else spec.kind(raw)
     except (TypeError, ValueError):
-        raise ValueError(f"{spec.key} must be a number, got {raw!r}") from None
+        raise ConfigError(spec.key, f"{raw!r} is not a number") from None
     if value < 0:
-        raise ValueError(f"{spec.key} must not be negative, got {raw!r}")
+        raise ConfigError(spec.key, f"{raw!r} must not be negative")
     return value
 
 
@@ -362,6 +495,16 @@ class Settings:
     hypokalemia_critical_mmol_l: float
     hypomagnesemia_mg_dl: float
     hypomagnesemia_critical_mg_dl: float
+    hyperkalemia_mmol_l: float
+    hyperkalemia_critical_mmol_l: float
+    hypocalcemia_mg_dl: float
+    hypocalcemia_critical_mg_dl: float
+    ionized_hypocalcemia_mmol_l: float
+    ionized_hypocalcemia_critical_mmol_l: float
+    hypophosphatemia_mg_dl: float
+    hypophosphatemia_critical_mg_dl: float
+    hyponatremia_mmol_l: float
+    hyponatremia_critical_mmol_l: float
     egfr_renal_threshold: float
     ppi_long_term_days: int
     steroid_target_mg: float
@@ -370,6 +513,8 @@ class Settings:
     steroid_very_high_above_mg: float
     steroid_pulse_mg: float
     steroid_card_above_target: bool
+    child_age_years: int
+    weight_lookback_days: int
     escalation_url: str
 
     @classmethod

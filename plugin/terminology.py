@@ -30,8 +30,13 @@ ICD10_WHO = "http://hl7.org/fhir/sid/icd-10"
 LOINC = "http://loinc.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 CPT = "http://www.ama-assn.org/go/cpt"
+#: local code system of ingredient names, for a drug-class member with no verified RxNorm code (voclosporin):
+#: matched against the ingredient name read from a product name or text
+INGREDIENT_NAME = "https://lupus-cds.example.org/fhir/CodeSystem/ingredient-name"
 
 PREFIX_EXTENSION = "https://lupus-cds.example.org/fhir/StructureDefinition/code-prefix"
+#: an include-level label naming the group its codes belong to (cardiopulmonary-causes: 'heart failure', ...)
+GROUP_EXTENSION = "https://lupus-cds.example.org/fhir/StructureDefinition/code-group"
 VALUESET_DIR = Path(__file__).resolve().parent / "valuesets"
 
 _ALIASES = {
@@ -80,20 +85,31 @@ def normalize_code(system: str | None, code: str | None) -> str | None:
 class _Compiled:
     """One ValueSet, compiled for lookups."""
 
-    __slots__ = ("codes", "prefixes")
+    __slots__ = ("codes", "prefixes", "groups")
 
     def __init__(self, document: dict[str, Any]):
         codes: set[tuple[str, str]] = set()
         prefixes: dict[str, list[str]] = {}
+        #: (system, code or prefix, is prefix, group) for includes carrying a code-group extension
+        groups: list[tuple[str | None, str | None, bool, str]] = []
         for include in document.get("compose", {}).get("include", []):
             system = normalize_system(include.get("system"))
-            for extension in include.get("extension", []):
+            extensions = include.get("extension", [])
+            group = next((e["valueString"] for e in extensions if e.get("url") == GROUP_EXTENSION), None)
+            for extension in extensions:
                 if extension.get("url") == PREFIX_EXTENSION:
-                    prefixes.setdefault(system, []).append(normalize_code(system, extension["valueString"]))
+                    prefix = normalize_code(system, extension["valueString"])
+                    prefixes.setdefault(system, []).append(prefix)
+                    if group:
+                        groups.append((system, prefix, True, group))
             for concept in include.get("concept", []):
-                codes.add((system, normalize_code(system, concept["code"])))
+                code = normalize_code(system, concept["code"])
+                codes.add((system, code))
+                if group:
+                    groups.append((system, code, False, group))
         self.codes = frozenset(codes)
         self.prefixes = {system: tuple(p) for system, p in prefixes.items()}
+        self.groups = tuple(groups)
 
     def contains(self, system: str | None, code: str | None) -> bool:
         if (system, code) in self.codes:
@@ -141,6 +157,19 @@ def in_valueset(name: str, system: str | None, code: str | None) -> bool:
     return _compiled(name).contains(system, normalize_code(system, code))
 
 
+def group_of(name: str, system: str | None, code: str | None) -> str | None:
+    """The code-group label of the include holding ``system|code`` in ValueSet ``name`` (``None`` if none)."""
+    system = normalize_system(system)
+    code = normalize_code(system, code)
+    if code is None:
+        return None
+    groups = _compiled(name).groups
+    exact = next((g for s, c, is_prefix, g in groups if not is_prefix and s == system and c == code), None)
+    if exact is not None:
+        return exact
+    return next((g for s, c, is_prefix, g in groups if is_prefix and s == system and code.startswith(c or "")), None)
+
+
 def _codings(concept: Any) -> Iterable[dict[str, Any]]:
     """The codings of a raw CodeableConcept, tolerating a single Coding or junk."""
     if isinstance(concept, list):  # an array of CodeableConcepts where one was expected
@@ -174,3 +203,20 @@ def matching_coding(name: str, codeable_concept: Any) -> tuple[str, str, str | N
 def concept_in(name: str, codeable_concept: Any) -> bool:
     """Does any coding of a raw CodeableConcept belong to ValueSet ``name``?"""
     return matching_coding(name, codeable_concept) is not None
+
+
+@functools.cache
+def _displays(name: str) -> dict[tuple[str, str], str]:
+    found: dict[tuple[str, str], str] = {}
+    for include in all_valuesets()[name].get("compose", {}).get("include", []):
+        system = normalize_system(include.get("system"))
+        for concept in include.get("concept", []):
+            if isinstance(concept.get("display"), str) and system is not None:
+                found[(system, normalize_code(system, concept["code"]))] = concept["display"]
+    return found
+
+
+def concept_display(name: str, system: str | None, code: str | None) -> str | None:
+    """The display ValueSet ``name`` records for ``system|code`` (the source's display, not the record's)."""
+    system = normalize_system(system)
+    return _displays(name).get((system, normalize_code(system, code)))

@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import patient_view_request
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
@@ -145,6 +146,7 @@ def remote_auth(clock, http, **kwargs):
 
 # --- the happy path ------------------------------------------------------------------------------
 
+@pytest.mark.requirement("cds-hooks_2.0@176", "cds-hooks_2.0@199", "cds-hooks_2.0@205")
 def test_sec_4_valid_es384_token_is_accepted(auth, ec_key):
     payload = claims()
     result = auth.verify(f"Bearer {sign(ec_key, payload)}", [AUD])
@@ -153,11 +155,13 @@ def test_sec_4_valid_es384_token_is_accepted(auth, ec_key):
 
 
 @pytest.mark.parametrize("alg", ["RS256", "RS384", "RS512", "PS256", "PS384", "PS512"])
+@pytest.mark.requirement("cds-hooks_2.0@200", "cds-hooks_2.0@205")
 def test_sec_11_rsa_algorithms_are_accepted(auth, rsa_key, alg):
     assert auth.verify(f"Bearer {sign(rsa_key, alg=alg, kid='rsa-1')}", [AUD]).iss == ISS
 
 
 @pytest.mark.parametrize(("alg", "curve"), [("ES256", "P-256"), ("ES512", "P-521")])
+@pytest.mark.requirement("cds-hooks_2.0@200")
 def test_sec_11_other_ec_curves_are_accepted(clock, alg, curve):
     key = ECKey.generate_key(curve)
     client = TrustedClient(iss=ISS, jwks=load_static(public_jwks((key, "k"))))
@@ -199,6 +203,7 @@ def test_header_that_is_not_an_object_is_rejected(auth):
 # --- SEC-6 and SEC-10: header checks, before any key lookup -------------------------------------
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE"])
+@pytest.mark.requirement("cds-hooks_2.0@201")
 def test_sec_10_alg_none_is_rejected(auth, alg):
     token = f"{b64json({'alg': alg, 'typ': 'JWT', 'kid': 'key-1'})}.{b64json(claims())}."
     assert reason_of(auth, f"Bearer {token}") == "alg"
@@ -206,6 +211,7 @@ def test_sec_10_alg_none_is_rejected(auth, alg):
 
 @pytest.mark.parametrize(("alg", "digest"), [("HS256", hashlib.sha256), ("HS384", hashlib.sha384),
                                              ("HS512", hashlib.sha512)])
+@pytest.mark.requirement("cds-hooks_2.0@203")
 def test_sec_10_hmac_with_public_key_as_secret_is_rejected(auth, ec_key, rsa_key, alg, digest):
     """The classic confusion attack: HMAC keyed with the client's *public* key, which anyone has."""
     for key, kid in ((ec_key, "key-1"), (rsa_key, "rsa-1")):
@@ -216,6 +222,7 @@ def test_sec_10_hmac_with_public_key_as_secret_is_rejected(auth, ec_key, rsa_key
 
 
 @pytest.mark.parametrize("alg", ["EdDSA", "RSA1_5", "ES256K", "", None, 5])
+@pytest.mark.requirement("cds-hooks_2.0@200", "cds-hooks_2.0@207")
 def test_sec_10_algorithms_outside_the_allowlist_are_rejected(auth, alg):
     head = {"typ": "JWT", "kid": "key-1"} | ({} if alg is None else {"alg": alg})
     assert reason_of(auth, f"Bearer {b64json(head)}.{b64json(claims())}.c2ln") == "alg"
@@ -238,6 +245,7 @@ def test_sec_9_unknown_kid(auth):
 
 # --- SEC-5/SEC-9: signature ----------------------------------------------------------------------
 
+@pytest.mark.requirement("cds-hooks_2.0@176")
 def test_sec_5_tampered_payload_fails_the_signature(auth, ec_key):
     head, _, sig = sign(ec_key).split(".")
     forged = f"{head}.{b64json(claims(tenant='someone-else'))}.{sig}"
@@ -256,6 +264,7 @@ def test_sec_5_algorithm_not_matching_the_key_type_fails(auth, rsa_key):
     assert reason_of(auth, f"Bearer {token}") in {"signature", "alg"}
 
 
+@pytest.mark.requirement("cds-hooks_2.0@207")
 def test_sec_11_key_bound_to_another_algorithm_is_refused(clock, ec_key):
     jwks = public_jwks((ec_key, "key-1"))
     jwks["keys"][0]["alg"] = "ES512"
@@ -267,6 +276,7 @@ def test_sec_11_key_bound_to_another_algorithm_is_refused(clock, ec_key):
 # --- SEC-7/SEC-12: iss ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("iss", ["https://intruder.example", ISS + "/", None, 42])
+@pytest.mark.requirement("cds-hooks_2.0@195")
 def test_sec_12_untrusted_or_missing_iss(auth, ec_key, iss):
     assert reason_of(auth, f"Bearer {sign(ec_key, claims(iss=iss))}") == "iss"
 
@@ -476,6 +486,7 @@ def test_sec_7_tenant_claim_is_passed_through_when_not_configured(auth, ec_key):
 
 # --- SEC-9/SEC-12: jku and jwks_url --------------------------------------------------------------
 
+@pytest.mark.requirement("cds-hooks_2.0@195")
 def test_sec_12_foreign_jku_is_rejected_without_fetching(clock, ec_key):
     http = FakeHTTP(public_jwks((ec_key, "key-1")))
     auth = remote_auth(clock, http)
@@ -618,6 +629,48 @@ def test_spec_vector_with_static_keys_rejects_its_jku():
     assert reason_of(auth, header, [payload["aud"]]) == "jku"
 
 
+def test_spec_vector_verifies_against_pinned_keys_when_the_client_also_names_its_jwks_url():
+    """The CDS Hooks Sandbox puts a jku in every token. A client registered with its keys inline AND its
+    jwks_url is verified against the inline keys (pinned, offline), never fetched; the jku must still be
+    that jwks_url."""
+    header, token, payload, jwks, jku = spec_vector()
+    client = TrustedClient(iss=payload["iss"], jwks=load_static(jwks), jwks_url=jku)
+    auth = ClientAuthenticator([client], clock=FakeClock(payload["iat"] + 10), max_lifetime=10**9,
+                               http_get=fail_http)
+    assert auth.verify(header, [payload["aud"]]).iss == payload["iss"]
+
+
+def test_pinned_keys_refuse_a_foreign_jku_and_an_unknown_kid_without_fetching(clock, ec_key, tmp_path):
+    path = write(tmp_path, {"clients": [{"iss": ISS, "jwks": public_jwks((ec_key, "key-1")), "jwks_url": JWKS_URL}]})
+    (client,) = load_clients(path)
+    assert client.jwks is not None and client.jwks_url == JWKS_URL
+    auth = ClientAuthenticator([client], clock=clock, http_get=fail_http)
+    assert auth.verify(f"Bearer {sign(ec_key, jku=JWKS_URL)}", [AUD]).iss == ISS
+    assert auth.verify(f"Bearer {sign(ec_key)}", [AUD]).iss == ISS
+    assert reason_of(auth, f"Bearer {sign(ec_key, jku='https://attacker.example/jwks.json')}") == "jku"
+    assert reason_of(auth, f"Bearer {sign(ec_key, kid='rotated', jku=JWKS_URL)}") == "kid"
+
+
+def test_a_wrong_aud_is_logged_with_the_audience_expected(secure_clients_app, caplog):
+    """The usual cause is LUPUS_CDS_PUBLIC_URL: the log names what was expected (never the token)."""
+    app, keys = secure_clients_app
+    token = keys.token("http://internal-host:8080/cds-services/patient-greeter")
+    caplog.set_level(logging.INFO)
+    response = app.test_client().post("/cds-services/patient-greeter", json=patient_view_request(),
+                                      headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    line = next(r.getMessage() for r in caplog.records if "rejected client JWT" in r.getMessage())
+    assert "expected 'https://cds.example.org/cds-services/patient-greeter'" in line
+    assert "same path on another base URL: check LUPUS_CDS_PUBLIC_URL" in line
+    assert "internal-host" not in caplog.text  # the token's own aud is not quoted: it could hold anything
+    assert token not in caplog.text and "1288992" not in caplog.text  # no token, no patient id
+
+
+@pytest.fixture
+def secure_clients_app(make_app, client_keys):
+    return make_app(LUPUS_CDS_ALLOW_UNSIGNED=False, LUPUS_CDS_CLIENTS=str(client_keys.clients_file)), client_keys
+
+
 # --- nothing leaks -------------------------------------------------------------------------------
 
 def test_token_never_appears_in_exceptions_or_logs(auth, ec_key, rsa_key, clock, caplog):
@@ -659,6 +712,7 @@ def write(tmp_path, document) -> Path:
     return path
 
 
+@pytest.mark.requirement("cds-hooks_2.0@199")
 def test_clients_file_is_loaded(tmp_path, ec_key, clock):
     path = write(tmp_path, {"clients": [
         {"iss": ISS, "jwks": public_jwks((ec_key, "key-1")), "tenant": "org-1",
@@ -681,8 +735,8 @@ def test_clients_file_is_loaded(tmp_path, ec_key, clock):
     ({"client": []}, '{"clients"'),
     ({"clients": ["x"]}, "expected an object"),
     ({"clients": [{"jwks_url": JWKS_URL}]}, "'iss'"),
-    ({"clients": [{"iss": ISS}]}, "exactly one of"),
-    ({"clients": [{"iss": ISS, "jwks_url": JWKS_URL, "jwks": {"keys": []}}]}, "exactly one of"),
+    ({"clients": [{"iss": ISS}]}, "'jwks_url'/'jwks_urls' (where it publishes them) or both"),
+    ({"clients": [{"iss": ISS, "jwks_url": JWKS_URL, "jwks": {"keys": []}}]}, "at least one key"),
     ({"clients": [{"iss": ISS, "jwks_uri": JWKS_URL}]}, "jwks_uri"),
     ({"clients": [{"iss": ISS, "jwks_url": "ftp://x.example/jwks"}]}, "jwks_url"),
     ({"clients": [{"iss": ISS, "jwks_url": JWKS_URL, "tenant": 5}]}, "tenant"),

@@ -9,6 +9,7 @@ URLS = ["/cds-services", "/cds-services/patient-greeter", "/cds-services/patient
 
 
 @pytest.mark.parametrize("url", URLS)
+@pytest.mark.requirement("cds-hooks_2.0@208")
 def test_sec_13_preflight_allowed_origin(make_app, url):
     client = make_app(LUPUS_CDS_CORS_ORIGINS=SANDBOX).test_client()
     response = client.options(url, headers={"Origin": SANDBOX, "Access-Control-Request-Method": "POST",
@@ -31,6 +32,7 @@ def test_sec_13_no_origins_configured_means_no_cors(client):
     assert "Access-Control-Allow-Origin" not in response.headers
 
 
+@pytest.mark.requirement("cds-hooks_2.0@208")
 def test_sec_13_actual_request_and_errors_carry_the_header(make_app):
     client = make_app(LUPUS_CDS_CORS_ORIGINS=f"https://other.example, {SANDBOX}/").test_client()
     assert client.get("/cds-services", headers={"Origin": SANDBOX}).headers[

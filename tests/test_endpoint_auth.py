@@ -56,6 +56,7 @@ def assert_401(response, token=None, caplog=None):
             assert token not in caplog.text
 
 
+@pytest.mark.requirement("cds-hooks_2.0@176")
 def test_sec_4_valid_jwt_is_accepted(secure_app, client_keys):
     assert call(secure_app, f"Bearer {client_keys.token(BASE + SERVICE)}").status_code == 200
 
@@ -64,12 +65,14 @@ def test_sec_8_aud_as_one_element_array_is_accepted(secure_app, client_keys):
     assert call(secure_app, f"Bearer {client_keys.token([BASE + SERVICE])}").status_code == 200
 
 
+@pytest.mark.requirement("cds-hooks_2.0@176", "cds-hooks_2.0@177")
 def test_sec_4_missing_authorization_is_401(secure_app):
     assert_401(call(secure_app))
 
 
 @pytest.mark.parametrize("case", ["alg-none", "hs256", "bad-signature", "unknown-iss", "unknown-kid",
                                   "wrong-aud", "expired", "too-long-lived", "garbage"])
+@pytest.mark.requirement("cds-hooks_2.0@176", "cds-hooks_2.0@195", "cds-hooks_2.0@201", "cds-hooks_2.0@203")
 def test_sec_6_to_12_each_jwt_failure_is_401_without_detail(secure_app, client_keys, case, caplog):
     if case == "alg-none":
         token = unsigned({"alg": "none", "typ": "JWT", "kid": "test-key-1"}, claims())
@@ -135,6 +138,7 @@ def test_auth_runs_before_the_body_is_read(secure_app):
     assert_401(response)
 
 
+@pytest.mark.requirement("cds-hooks_2.0@5", "cds-hooks_2.0@14")
 def test_discovery_is_open_by_default_and_can_require_auth(make_app, client_keys):
     open_app = make_app(LUPUS_CDS_ALLOW_UNSIGNED=False, LUPUS_CDS_CLIENTS=str(client_keys.clients_file))
     assert open_app.test_client().get("/cds-services").status_code == 200
@@ -148,3 +152,21 @@ def test_unsigned_mode_logs_a_loud_warning(make_app, caplog):
     with caplog.at_level("WARNING", logger="cds_hooks"):
         make_app(LUPUS_CDS_ALLOW_UNSIGNED=True)
     assert "WITHOUT a client JWT" in caplog.text
+
+
+@pytest.mark.requirement("cds-hooks_2.0@177")
+def test_sec_3_authentication_is_the_default(tmp_path, monkeypatch):
+    """A service built with no settings refuses unsigned hook and feedback calls; only
+    LUPUS_CDS_ALLOW_UNSIGNED=1 (a sandbox with synthetic data) turns the check off."""
+    import tiny_plugin
+
+    from cds_hooks import create_app
+
+    monkeypatch.delenv("LUPUS_CDS_ALLOW_UNSIGNED", raising=False)
+    monkeypatch.delenv("LUPUS_CDS_CLIENTS", raising=False)
+    app = create_app({"LUPUS_CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'feedback.sqlite3'}"},
+                     plugins=[tiny_plugin])
+    assert app.config["LUPUS_CDS_ALLOW_UNSIGNED"] is False
+    client = app.test_client()
+    assert_401(client.post(SERVICE, json=patient_view_request()))
+    assert_401(client.post(SERVICE + "/feedback", json={"feedback": []}))

@@ -19,6 +19,7 @@ def store_of(app) -> FeedbackStore:
 
 
 @pytest.mark.parametrize("example", EXAMPLES)
+@pytest.mark.requirement("cds-hooks_2.0@82", "cds-hooks_2.0@148")
 def test_fb_7_each_spec_example_is_accepted_and_stored(app, example):
     body = spec_example(example)
     response = app.test_client().post(URL, json=body)
@@ -39,6 +40,7 @@ def test_fb_4_fields_are_kept(app):
     assert rows[1]["accepted_suggestions"] == '["e56e1945-20b3-4393-8503-a1a20fd73152"]'
 
 
+@pytest.mark.requirement("cds-hooks_2.0@148")
 def test_fb_5_duplicates_are_idempotent(app):
     client = app.test_client()
     body = spec_example("feedback-accepted.json")

@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -235,7 +234,7 @@ def test_formatter_masks_jwts_and_bearer_tokens_that_reach_a_message():
 
 @pytest.mark.integration
 def test_metrics_and_json_logs_under_serve_with_two_workers(tmp_path):
-    from servers import free_port
+    from readiness import free_port, wait_until_ready
 
     port = free_port()
     metrics_dir = tmp_path / "metrics"
@@ -248,16 +247,7 @@ def test_metrics_and_json_logs_under_serve_with_two_workers(tmp_path):
                                    env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "lupus-cds serve did not answer in 30 s"
-            time.sleep(0.2)
+        wait_until_ready(base + "/healthz", process=process, log_path=log_path)
         def call(_):
             return requests.get(base + f"/cds-services?patient={PATIENT_ID}", timeout=10,
                                 headers={"Connection": "close"}).status_code

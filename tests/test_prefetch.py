@@ -19,6 +19,7 @@ TEMPLATES = {"patient": "Patient/{{context.patientId}}",
     "PractitionerRole?_id={{userPractitionerRoleId}}",
     "{{context.userId}}".replace("{{context.userId}}", "Practitioner/{{userPractitionerId}}"),
 ])
+@pytest.mark.requirement("cds-hooks_2.0@35", "cds-hooks_2.0@56")
 def test_pf_3_allowed_tokens(template):
     check_template("patient-view", "k", template)
 
@@ -30,11 +31,13 @@ def test_pf_3_allowed_tokens(template):
     ("Patient/{{patientId}}", "PF-3 unqualified"),
     ("patient/{{context.patientId}}", "PF-1 resource type"),
 ])
+@pytest.mark.requirement("cds-hooks_2.0@56", "cds-hooks_2.0@57", "cds-hooks_2.0@59")
 def test_pf_3_4_rejected_tokens(template, why):
     with pytest.raises(TemplateError):
         check_template("order-select", "k", template)
 
 
+@pytest.mark.requirement("cds-hooks_2.0@35")
 def test_render_url_encodes_values_and_user_tokens():
     assert render_template("Observation?patient={{context.patientId}}", CONTEXT) == "Observation?patient=p%201"
     assert render_template("PractitionerRole/{{userPractitionerRoleId}}", CONTEXT) == "PractitionerRole/123"
@@ -63,6 +66,7 @@ def test_empty_bundle_is_satisfied_with_no_resources():
     assert "obs" not in plan.queries
 
 
+@pytest.mark.requirement("cds-hooks_2.0@52")
 def test_pf_10_operation_outcome_is_missing():
     outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "timeout"}]}
     plan = classify(TEMPLATES, CONTEXT, {"patient": outcome})
@@ -70,6 +74,7 @@ def test_pf_10_operation_outcome_is_missing():
     assert plan.queries["patient"] == "Patient/p%201"
 
 
+@pytest.mark.requirement("cds-hooks_2.0@52")
 def test_pf_10_bundle_holding_only_an_error_outcome_is_missing():
     bundle = {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "OperationOutcome",
                                                                 "issue": [{"severity": "fatal"}]}}]}

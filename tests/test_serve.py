@@ -19,18 +19,13 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import ROOT, ClientKeys, spec_example
+from readiness import free_port, wait_until_ready
 
 LUPUS_CDS = Path(sys.executable).parent / "lupus-cds"
 SERVICE = "/cds-services/lupus-fasciculation-patient-view"
 PATIENT_ID = "PID-5c1e93"
 
 pytest_plugins = ["servers"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -50,16 +45,7 @@ def serving(tmp_path: Path, workers: int, **env: str) -> Iterator[tuple[str, Pat
                                    start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:  # readiness: /healthz answers once a worker has loaded the app
-            try:
-                if requests.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "lupus-cds serve did not answer in 60 s"
-            time.sleep(0.2)
+        wait_until_ready(base + "/healthz", process=process, log_path=log_path)
         yield base, log_path
     finally:
         os.killpg(process.pid, signal.SIGTERM)

@@ -25,6 +25,7 @@ def assert_outcome(response, status):
     return body
 
 
+@pytest.mark.requirement("cds-hooks_2.0@16", "cds-hooks_2.0@28", "cds-hooks_2.0@74")
 def test_resp_1_full_prefetch_gives_cards(client):
     response = post(client, patient_view_request())
     assert response.status_code == 200
@@ -34,11 +35,13 @@ def test_resp_1_full_prefetch_gives_cards(client):
     assert "patientToGreet=satisfied:1:complete:prefetch" in body["cards"][0]["detail"]
 
 
+@pytest.mark.requirement("cds-hooks_2.0@3")
 def test_gen_4_plugin_empty_members_are_pruned(client):
     card = post(client, patient_view_request()).get_json()["cards"][0]
     assert "suggestions" not in card and "links" not in card
 
 
+@pytest.mark.requirement("cds-hooks_2.0@3")
 def test_gen_2_to_4_prune_drops_null_and_empty_members_and_keeps_zero_and_false():
     from cds_hooks.cards import prune
 
@@ -49,6 +52,7 @@ def test_gen_2_to_4_prune_drops_null_and_empty_members_and_keeps_zero_and_false(
     assert prune([None, "", {}, [[]], 0]) == [0]
 
 
+@pytest.mark.requirement("cds-hooks_2.0@77")
 def test_resp_3_no_guidance_is_empty_cards(client):
     response = post(client, patient_view_request(prefetch={"patientToGreet": None, "hemoglobin": None}))
     assert response.status_code == 200
@@ -92,6 +96,7 @@ def test_spec_example_request_patient_view(make_app):
     (lambda b: b["prefetch"].update(patientToGreet="123"), "prefetch.patientToGreet"),
     (lambda b: b.update(extension="x"), "extension"),
 ])
+@pytest.mark.requirement("cds-hooks_2.0@76")
 def test_malformed_fields_get_400_with_operation_outcome(client, mutate, expression):
     body = patient_view_request()
     mutate(body)
@@ -108,6 +113,7 @@ def test_req_inv_1_and_token_type_case_insensitive(client):
 
 
 @pytest.mark.parametrize("raw", [b"", b"{", b"[]", b"null", b"\xff\xfe", b'"text"'])
+@pytest.mark.requirement("cds-hooks_2.0@1", "cds-hooks_2.0@76")
 def test_malformed_json_gets_400(client, raw):
     assert_outcome(client.post(URL, data=raw, content_type="application/json"), 400)
 
@@ -124,6 +130,7 @@ def _with_value(token: bytes) -> bytes:
     b'"\\ud800"',  # an unpaired surrogate: no Unicode text holds it
     b"[" * 2000 + b"]" * 2000,  # nesting no FHIR resource has; the parser stops, it does not recurse away
 ])
+@pytest.mark.requirement("cds-hooks_2.0@1")
 def test_json_that_is_not_interoperable_gets_400(client, token):
     assert client.post(URL, data=_with_value(b"1"), content_type="application/json").status_code == 200
     raw = _with_value(token)
@@ -149,6 +156,7 @@ def test_spec_example_request_without_patient_id_is_400(client):
     assert_outcome(post(client, spec_example("request-with-extension.json")), 400)
 
 
+@pytest.mark.requirement("cds-hooks_2.0@76")
 def test_unknown_service_is_404(client):
     assert_outcome(client.post("/cds-services/nope", json=patient_view_request()), 404)
 
@@ -157,6 +165,7 @@ def test_unknown_path_is_404(client):
     assert_outcome(client.get("/somewhere"), 404)
 
 
+@pytest.mark.requirement("cds-hooks_2.0@14", "cds-hooks_2.0@76")
 def test_wrong_method_is_405(client):
     response = client.get(URL)
     assert_outcome(response, 405)
@@ -171,6 +180,7 @@ def test_hook_not_served_by_this_id_is_400(client):
     assert outcome["issue"][0]["expression"] == ["hook"]
 
 
+@pytest.mark.requirement("cds-hooks_2.0@210", "cds-hooks_2.0@211")
 def test_disc_8_same_id_dispatches_on_request_hook(client):
     body = {"hook": "order-sign", "hookInstance": "i-1",
             "context": {"userId": "Practitioner/1", "patientId": "1288992",
@@ -187,6 +197,7 @@ def test_order_sign_requires_draft_orders_bundle(client):
     assert_outcome(post(client, body), 400)
 
 
+@pytest.mark.requirement("cds-hooks_2.0@76")
 def test_oversized_body_is_413(make_app):
     client = make_app(LUPUS_CDS_MAX_BODY_BYTES=1000).test_client()
     body = patient_view_request()
@@ -198,6 +209,7 @@ def test_default_body_limit_is_5_mb(app):
     assert app.config["MAX_CONTENT_LENGTH"] == 5 * 1024 * 1024
 
 
+@pytest.mark.requirement("cds-hooks_2.0@1", "cds-hooks_2.0@76")
 def test_non_json_content_type_is_415(client):
     response = client.post(URL, data="hook=patient-view", content_type="application/x-www-form-urlencoded")
     assert_outcome(response, 415)
@@ -205,6 +217,7 @@ def test_non_json_content_type_is_415(client):
 
 # --- prefetch states end to end (checklist 4.2, PF-9..12) ----------------------------------------------
 
+@pytest.mark.requirement("cds-hooks_2.0@54")
 def test_pf_12_required_key_absent_without_fhir_access_is_412(client):
     body = patient_view_request()
     del body["prefetch"]["patientToGreet"]
@@ -214,6 +227,7 @@ def test_pf_12_required_key_absent_without_fhir_access_is_412(client):
     assert "1288992" not in json.dumps(outcome)  # no patient data echoed
 
 
+@pytest.mark.requirement("cds-hooks_2.0@54")
 def test_pf_12_no_prefetch_at_all_is_412(client):
     assert_outcome(post(client, patient_view_request(prefetch=None) | {"prefetch": {}}), 412)
 
@@ -223,6 +237,7 @@ def test_pf_9_null_required_key_is_not_412(client):
     assert response.status_code == 200
 
 
+@pytest.mark.requirement("cds-hooks_2.0@52")
 def test_pf_10_operation_outcome_in_required_key_is_412(client):
     body = patient_view_request()
     body["prefetch"]["patientToGreet"] = {"resourceType": "OperationOutcome",
@@ -250,6 +265,7 @@ class RecordingFetcher:
         return {k: v for k, v in self.answers.items() if k in request.queries or k in request.next_pages}
 
 
+@pytest.mark.requirement("cds-hooks_2.0@34", "cds-hooks_2.0@60")
 def test_fetch_seam_receives_rendered_queries_and_authorization(make_app):
     fetcher = RecordingFetcher({"patientToGreet": PrefetchEntry("patientToGreet", PrefetchStatus.SATISFIED,
                                                                 (PATIENT,), source="fhir")})
@@ -272,6 +288,7 @@ def test_fetch_seam_not_called_when_prefetch_is_complete(make_app):
     assert fetcher.calls == []
 
 
+@pytest.mark.requirement("cds-hooks_2.0@54")
 def test_fetcher_failure_on_required_key_is_412(make_app):
     fetcher = RecordingFetcher({"patientToGreet": PrefetchEntry(
         "patientToGreet", PrefetchStatus.MISSING, source="fhir", note="FHIR server answered 500")})
@@ -280,6 +297,7 @@ def test_fetcher_failure_on_required_key_is_412(make_app):
     assert_outcome(post(make_app(fetcher=fetcher).test_client(), body), 412)
 
 
+@pytest.mark.requirement("cds-hooks_2.0@76")
 def test_unexpected_plugin_error_is_500_without_leaking_data(make_app, caplog):
     import tiny_plugin
 

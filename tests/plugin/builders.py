@@ -255,6 +255,34 @@ def medication_statement(
     return resource
 
 
+def medication_administration(
+    rxcui: str,
+    display: str,
+    *,
+    days_ago: float,
+    dose: float,
+    unit: str = "mg",
+    status: str = "completed",
+    route: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One administration (R4: ``dosage`` is a single object with ``dose``), given ``days_ago``."""
+    dosage: dict[str, Any] = {"dose": {"value": dose, "unit": unit, "system": UCUM, "code": unit}}
+    if route:
+        dosage["route"] = concept(route)
+    resource: dict[str, Any] = {
+        "resourceType": "MedicationAdministration",
+        "id": next_id("medadmin"),
+        "status": status,
+        "medicationCodeableConcept": concept(rxcui, RXNORM, display),
+        "subject": subject(),
+        "effectiveDateTime": ago(days_ago),
+        "dosage": dosage,
+    }
+    resource.update(extra)
+    return resource
+
+
 def service_request(
     code: str, system: str = LOINC, *, status: str = "active", authored_days_ago: float = 1, **extra: Any
 ) -> dict[str, Any]:
@@ -298,17 +326,28 @@ _OBSERVATION_KEYS = {
     "2160-0": "renal",
     "98979-8": "renal",
     "17861-6": "otherElectrolytes",
+    "2000-8": "otherElectrolytes",
+    "29265-6": "otherElectrolytes",
+    "1994-3": "otherElectrolytes",
+    "1995-0": "otherElectrolytes",
+    "17864-0": "otherElectrolytes",
     "2777-1": "otherElectrolytes",
+    "1751-7": "albumin",
+    "61151-7": "albumin",
     "2951-2": "otherElectrolytes",
+    "29463-7": "bodyWeight",
+    "3141-9": "bodyWeight",
 }
 _TYPE_KEYS = {
     "Patient": "patient",
     "Condition": "conditions",
     "MedicationRequest": "medicationRequests",
     "MedicationStatement": "medicationStatements",
+    "MedicationAdministration": "medicationAdministrations",
     "ServiceRequest": "serviceRequests",
     "Procedure": "procedures",
     "Medication": "medicationRequests",
+    "Specimen": "potassium",  # as an EHR would send it with the potassium it belongs to (_include)
 }
 
 

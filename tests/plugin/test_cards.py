@@ -137,6 +137,7 @@ def test_every_topic_has_source_override_reasons_and_display():
         assert topic in card_text.SOURCES and topic in card_text.TOPIC_OVERRIDES and topic in card_text.TOPICS
 
 
+@pytest.mark.requirement("cds-hooks_2.0@83")
 def test_short_fallback_summaries_fit_with_wide_values():
     wide = {
         "days": 365,
@@ -156,15 +157,30 @@ def test_short_fallback_summaries_fit_with_wide_values():
         "total": "1,250",
         "drugs": "methylprednisolone",
         "drug": "Methylprednisolone",
-        "mg_admin": "1,000",
-        "pred_admin": "1,250",
+        "pulse_mg": "1,000",
+        "pulse_pred": "1,250",
+        "pulse_dates": "2025-12-01 to 2025-12-31",
+        "dose_short": "Prednisone-equivalent 1,250 mg/day",
+        "taper_advice": "Continue the taper if feasible",
         "flag_words": "new weakness, loss of sensation and trouble swallowing",
         "sensory_words": "Numbness/tingling",
+        "ck_grade": "flagged high by the lab",
+        "ck_reported": "123,456 (no unit)",
+        "myotoxic": "hydroxychloroquine and atorvastatin",
+        "on_k_drug": " on sulfamethoxazole / trimethoprim",
+        "and_mg": " K+ and order Mg",
+        "unreadable": "Ionized calcium 123.45",
+        "unreadable_date": "2025-12-31",
+        "ca_value": "10.25",
+        "ca_unit": "mg/dL",
+        "ca_corrected": " (corrected)",
+        "per_kg": " (12.34 mg/kg/day)",
     }
     for variant, _full, short in card_text.all_summary_templates():
         assert len(short.format(**wide)) < 140, variant
 
 
+@pytest.mark.requirement("cds-hooks_2.0@83")
 def test_summary_falls_back_when_too_long(monkeypatch):
     monkeypatch.setitem(card_text.TEMPLATES, "ck-order", ("x" * 150 + "{days}", "Order CK ({days} days)"))
     from plugin.settings import Settings
@@ -189,6 +205,7 @@ def test_number_format(value, text):
     assert card_text.num(value) == text
 
 
+@pytest.mark.requirement("cds-hooks_2.0@80")
 def test_uuid_is_stable_per_patient_rule_and_day():
     first = {c["source"]["topic"]["code"]: c["uuid"] for c in b.run(b.baseline())}
     again = {c["source"]["topic"]["code"]: c["uuid"] for c in b.run(b.baseline())}
@@ -222,6 +239,7 @@ def test_detail_lists_prefetch_gaps():
     assert "ck: not prefetched" in b.card(cards, "ck-testing")["detail"]
 
 
+@pytest.mark.requirement("cds-hooks_2.0@130")
 def test_draft_orders_validate_as_fhir_r4():
     from fhir.resources.R4B.servicerequest import ServiceRequest
 

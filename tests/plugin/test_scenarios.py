@@ -454,9 +454,10 @@ def test_ck_thresholds_female_default_uln(value, topic, indicator):
     assert ck_topics == ({} if topic is None else {topic: indicator})
 
 
-def test_ck_5x_uln_adds_creatinine_and_urinalysis_below_it_no_orders():
+def test_ck_5x_uln_adds_creatinine_and_urinalysis_below_it_repeat_ck_and_tsh():
+    """Below 5x ULN the next steps are a repeat CK and a TSH (10.5), not the kidney checks of >= 5x ULN."""
     assert ordered_codes(card(run(baseline(b.ck(960))), CK_ELEVATED)) == ["2160-0", "24357-6"]
-    assert "suggestions" not in card(run(baseline(b.ck(959))), CK_ELEVATED)
+    assert ordered_codes(card(run(baseline(b.ck(959))), CK_ELEVATED)) == ["2157-6", "3016-3"]
 
 
 @pytest.mark.parametrize(

@@ -126,6 +126,13 @@ PINNED_R = {
     "anticonvulsants-neuropathic": {(RXNORM, "25480"), (RXNORM, "187832")},
     "thiazides": {(RXNORM, "2409"), (RXNORM, "5764"), (RXNORM, "6916"), (RXNORM, "2396")},
     "myotoxic-drugs": {(RXNORM, "2683")},
+    # 10.2 / 10.5 lab work-up codes: displays agree across public code maps, not yet checked on loinc.org
+    "albumin": {(LOINC, "61151-7"), (LOINC, "61152-5")},
+    "tsh-order-codes": {(LOINC, "3016-3")},
+    "pth-order-codes": {(LOINC, "2731-8")},
+    "vitamin-d-order-codes": {(LOINC, "62292-8"), (LOINC, "1989-3")},
+    # trimethoprim alone: CPIC lists only the sulfamethoxazole/trimethoprim combination (10831)
+    "potassium-raising-drugs": {(RXNORM, "10829")},
 }
 
 
