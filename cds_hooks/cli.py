@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from . import config as settings
 from .app import check_configuration, create_app
 from .cards import response_problems
 from .config import ConfigError
@@ -53,12 +54,20 @@ def cli(ctx: click.Context) -> None:
               help="Worker processes (default: LUPUS_CDS_WORKERS, else one per CPU).")
 def serve(host: str, port: int, workers: int | None) -> None:
     """Serve the API at http://HOST:PORT/cds-services with granian (a production HTTP server)."""
-    from .server import build_server
+    from .auth import load_clients
+    from .server import build_server, port_free, start_lines
 
+    if not port_free(host, port):
+        raise click.ClickException(f"{host}:{port} is in use (another server listens there); stop it, or choose "
+                                   "another port with --port")
     try:
         server = build_server(host=host, port=port, workers=workers)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
+    cfg = settings.load({})  # checked already (cli group): this only reads it again
+    clients = len(load_clients(cfg["LUPUS_CDS_CLIENTS"])) if cfg.get("LUPUS_CDS_CLIENTS") else 0
+    for line in start_lines(cfg, host, port, server.workers, clients):
+        click.echo(line, err=True)
     server.serve()
 
 

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import tempfile
+from collections.abc import Mapping
 from typing import Any
 
 #: how long a stopping worker may take to answer what it admitted before it is killed
@@ -41,6 +43,38 @@ def default_workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
         return max(1, os.cpu_count() or 1)
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on ``host:port`` now. SO_REUSEADDR, as the servers themselves set it:
+    without it, connections of a server stopped a moment ago (TIME_WAIT) would count as "in use"."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def start_lines(cfg: Mapping[str, Any], host: str, port: int, workers: int, clients: int) -> list[str]:
+    """What ``serve`` says in plain words at start (before the JSON log lines): where the service is, how
+    many trusted clients it loaded, whether it checks client JWTs, and what to do when no call can pass."""
+    shown = "localhost" if host in ("127.0.0.1", "::1") else host
+    lines = [f"lupus-cds: serving http://{shown}:{port}/cds-services with {workers} worker"
+             f"{'s' if workers != 1 else ''}"]
+    if cfg["LUPUS_CDS_ALLOW_UNSIGNED"]:
+        lines.append("lupus-cds: client JWTs are NOT checked (LUPUS_CDS_ALLOW_UNSIGNED): for a local try only")
+    elif clients:
+        lines.append(f"lupus-cds: client JWTs are checked: {clients} trusted client{'s' if clients != 1 else ''} "
+                     "loaded from LUPUS_CDS_CLIENTS")
+    else:
+        lines.append("lupus-cds: WARNING: client JWTs are checked but no trusted client is configured, so every "
+                     "hook call will be refused with 401. Name your EHR's keys in a clients file "
+                     "(LUPUS_CDS_CLIENTS=clients.json, see README 'Security'), or run `lupus-cds sandbox` "
+                     "for a local try")
+    return lines
 
 
 def log_config(fmt: str, level: str) -> dict[str, Any] | None:

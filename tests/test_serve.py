@@ -90,6 +90,9 @@ def test_serve_answers_discovery_hook_calls_and_feedback_with_redis(tmp_path, re
     log_text = log_path.read_text()
     assert "granian" in log_text
     assert token not in log_text and PATIENT_ID not in log_text
+    # the plain start lines: where, how many workers, how many trusted clients, JWTs checked
+    assert f"lupus-cds: serving http://localhost:{base.rsplit(':', 1)[1]}/cds-services with 2 workers" in log_text
+    assert "client JWTs are checked: 1 trusted client loaded from LUPUS_CDS_CLIENTS" in log_text
 
 
 @pytest.mark.integration
