@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from . import config as settings
-from . import cors, jsonio, logs, metrics
+from . import cors, logs, metrics
 from .errors import (
     CDSHooksError,
     InvalidRequest,
@@ -24,47 +24,12 @@ from .errors import (
 from .feedback_store import FeedbackStore
 from .fetch import Fetcher, NoFetcher
 from .issued_cards import IssuedCardLog
-from .models import ServiceDefinition
 from .plugins import collect_services, plugin_manager
 from .redis_state import RedisState
+from .replay_store import replay_store_from_config
+from .state import CDSHooks, json_response, state  # noqa: F401  (state, json_response: public here too)
 
 log = logging.getLogger("cds_hooks")
-
-
-@dataclass
-class CDSHooks:
-    """Everything the blueprints need, kept in ``app.extensions["cds_hooks"]``."""
-
-    config: Mapping[str, Any]
-    services: dict[tuple[str, str], ServiceDefinition]
-    fetcher: Fetcher
-    authenticator: Any
-    feedback_store: FeedbackStore
-    clock: Callable[[], datetime]
-    plugin_manager: Any = None
-    by_id: dict[str, dict[str, ServiceDefinition]] = field(default_factory=dict)
-    #: Redis-backed state shared by replicas (:mod:`cds_hooks.redis_state`), or None (in-memory)
-    shared_state: Any = None
-    #: records issued cards for feedback reports (:mod:`cds_hooks.issued_cards`)
-    issued_cards: Any = None
-
-    def __post_init__(self) -> None:
-        for (service_id, hook), service in self.services.items():
-            self.by_id.setdefault(service_id, {})[hook] = service
-
-    def audience(self, path: str) -> str:
-        """The exact URL a client JWT's ``aud`` must name for ``path`` (SEC-8)."""
-        base = self.config.get("LUPUS_CDS_PUBLIC_URL") or request.url_root.rstrip("/")
-        return base + path
-
-
-def state() -> CDSHooks:
-    return current_app.extensions["cds_hooks"]
-
-
-def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(jsonio.dumps(body), status=status,
-                    mimetype="application/json", headers=dict(headers or {}))
 
 
 def _utc_now() -> datetime:
@@ -86,8 +51,8 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: Iterable[Any
     cfg = settings.load(config)
     app.config.update(cfg)
     app.config["MAX_CONTENT_LENGTH"] = cfg["LUPUS_CDS_MAX_BODY_BYTES"]
-    logging.getLogger("cds_hooks").setLevel(str(cfg["LUPUS_CDS_LOG_LEVEL"]).upper())
-    logs.configure(cfg["LUPUS_CDS_LOG_FORMAT"], str(cfg["LUPUS_CDS_LOG_LEVEL"]))
+    logging.getLogger("cds_hooks").setLevel(cfg["LUPUS_CDS_LOG_LEVEL"])
+    logs.configure(cfg["LUPUS_CDS_LOG_FORMAT"], cfg["LUPUS_CDS_LOG_LEVEL"])
 
     pm = plugin_manager(plugins)
     read_only = MappingProxyType(cfg)
@@ -96,11 +61,14 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: Iterable[Any
     if authenticator is None:
         from .auth import ClientAuthenticator
 
-        # With Redis, replicas share one jti memory; without, the authenticator keeps its in-memory one.
-        shared = {"replay_store": shared_state.replay_store()} if shared_state else {}
-        authenticator = ClientAuthenticator.from_config(cfg, **shared)
+        # Redis for replicas on many hosts, else a SQLite file every process of this host shares.
+        replay_store = replay_store_from_config(cfg, shared_state)
+        shared = {"replay_store": replay_store} if replay_store is not None else {}
+        with _setting("LUPUS_CDS_CLIENTS"):
+            authenticator = ClientAuthenticator.from_config(cfg, **shared)
     if fetcher is None:
-        fetcher = _default_fetcher(cfg)
+        with _setting("LUPUS_CDS_SMART_CLIENTS"):
+            fetcher = _default_fetcher(cfg)
     store = FeedbackStore(cfg["LUPUS_CDS_DATABASE_URL"])
     app.extensions["cds_hooks"] = CDSHooks(
         config=read_only, services=services, fetcher=fetcher, authenticator=authenticator,
@@ -122,8 +90,52 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: Iterable[Any
     app.register_blueprint(feedback.bp)
     app.register_blueprint(wellknown.bp)
     cors.init_app(app)
+    app.after_request(_protective_headers)
     app.register_error_handler(Exception, handle_error)
     return app
+
+
+def _protective_headers(response: Response) -> Response:
+    """Answers hold patient-specific advice: no cache (browser, proxy) may keep them, and no browser may
+    read a JSON answer as anything else. A view that set its own caching (the public JWKS) keeps it."""
+    response.headers.setdefault("Cache-Control", "no-store")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+@contextlib.contextmanager
+def _setting(name: str) -> Iterator[None]:
+    """A file named by setting ``name`` that cannot be used becomes a :class:`~cds_hooks.config.ConfigError`
+    naming the setting (the message already names the file and the problem)."""
+    try:
+        yield
+    except settings.ConfigError:
+        raise
+    except ValueError as exc:
+        raise settings.ConfigError(name, str(exc)) from None
+
+
+def check_configuration(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Everything :func:`create_app` checks in the settings, without starting anything (no database or
+    Redis connection, no threads): each setting parsed, each file it names read, the plugins' settings
+    validated. ``lupus-cds serve`` runs it before it starts the server, so a mistake is one line at the
+    prompt rather than workers failing to boot.
+
+    :raises ConfigError: naming the setting and the fix.
+    """
+    cfg = settings.load(config)
+    with _setting("LUPUS_CDS_CLIENTS"):
+        from .auth import load_clients
+
+        if cfg.get("LUPUS_CDS_CLIENTS"):
+            load_clients(cfg["LUPUS_CDS_CLIENTS"])
+    with _setting("LUPUS_CDS_SMART_CLIENTS"):
+        from .smart import load_smart_clients
+
+        if cfg.get("LUPUS_CDS_SMART_CLIENTS"):
+            load_smart_clients(cfg["LUPUS_CDS_SMART_CLIENTS"])
+    collect_services(plugin_manager(), MappingProxyType(cfg))
+    return cfg
 
 
 def _default_fetcher(cfg: Mapping[str, Any]) -> Fetcher:
@@ -156,7 +168,9 @@ def handle_error(error: Exception) -> Response:
         error = mapped
     if isinstance(error, CDSHooksError):
         if error.status_code == 401:
-            log.info("rejected client JWT: %s", getattr(error, "reason", "unauthorized"))
+            detail = getattr(error, "detail", None)
+            log.info("rejected client JWT: %s%s", getattr(error, "reason", "unauthorized"),
+                     f" ({detail})" if detail else "")
             metrics.jwt_rejected(getattr(error, "reason", "unauthorized"))
         return json_response(error.operation_outcome(), error.status_code, error.headers())
     return _internal_error(error)

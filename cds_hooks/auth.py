@@ -13,8 +13,10 @@ Trusted clients come from a JSON file (``LUPUS_CDS_CLIENTS``)::
         {"iss": "https://other.example.org", "jwks_url": "https://other.example.org/jwks.json"}
     ]}
 
-Each client has exactly one of ``jwks`` (keys exchanged out of band) or ``jwks_url`` (keys fetched
-from the client, cached, refreshed only when a token names an unknown ``kid``).
+Each client has ``jwks`` (keys exchanged out of band), ``jwks_url`` (keys fetched from the client,
+cached, refreshed only when a token names an unknown ``kid``), or both: then the keys are pinned to
+``jwks`` and never fetched (offline use), and ``jwks_url`` only names the ``jku`` its tokens may carry
+(the CDS Hooks Sandbox puts one in every token).
 
 EHR profiles (deploy/REGISTRATION.md): an EHR that signs with keys at several URLs (Oracle Health publishes
 a list of allowed ``jku`` values) is registered with ``"jwks_urls": [...]``, alone or next to
@@ -164,8 +166,8 @@ class TrustedClient:
     sub: str | None = None
 
     def __post_init__(self) -> None:
-        if (self.jwks is None) == (not self.key_urls):
-            raise ValueError(f"trusted client {self.iss!r}: give exactly one of 'jwks' or 'jwks_url'/'jwks_urls'")
+        if self.jwks is None and not self.key_urls:
+            raise ValueError(f"trusted client {self.iss!r}: give 'jwks', 'jwks_url'/'jwks_urls' or both")
 
     @property
     def key_urls(self) -> tuple[str, ...]:
@@ -200,7 +202,8 @@ def load_clients(path: str | Path) -> list[TrustedClient]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read trusted-clients file ({type(exc).__name__})") from None
+        raise ValueError(f"cannot read the trusted-clients file {path} ({exc.strerror or type(exc).__name__}): "
+                         "name a readable JSON file, or unset it to trust no client") from None
     except ValueError as exc:  # JSONDecodeError or UnicodeDecodeError; neither message quotes content
         raise ValueError(f"{path}: not valid JSON ({type(exc).__name__})") from None
     if not isinstance(data, dict) or not isinstance(data.get("clients"), list):
@@ -228,8 +231,9 @@ def _parse_client(entry: Any, where: str) -> TrustedClient:
     if not isinstance(iss, str) or not iss:
         raise ValueError(f"{where}: 'iss' must be a non-empty string")
     where = f"{where} (iss {iss!r})"
-    if ("jwks" in entry) == ("jwks_url" in entry or "jwks_urls" in entry):
-        raise ValueError(f"{where}: give exactly one of 'jwks' or 'jwks_url'/'jwks_urls'")
+    if "jwks" not in entry and "jwks_url" not in entry and "jwks_urls" not in entry:
+        raise ValueError(f"{where}: give 'jwks' (the client's public keys), 'jwks_url'/'jwks_urls' (where it "
+                         "publishes them) or both (keys pinned; the URLs are the jku its tokens may name)")
     tenant = entry.get("tenant")
     if tenant is not None and (not isinstance(tenant, str) or not tenant):
         raise ValueError(f"{where}: 'tenant' must be a non-empty string")
@@ -237,11 +241,9 @@ def _parse_client(entry: Any, where: str) -> TrustedClient:
     if not isinstance(servers, list) or not all(isinstance(s, str) and s for s in servers):
         raise ValueError(f"{where}: 'fhir_servers' must be a list of URLs")
     jwks_url = entry.get("jwks_url")
-    keys = None
     if jwks_url is not None:
         _check_jwks_url(jwks_url, where)
-    elif "jwks" in entry:  # else the keys are at the URLs of 'jwks_urls'
-        keys = _parse_static_jwks(entry["jwks"], where)
+    keys = _parse_static_jwks(entry["jwks"], where) if "jwks" in entry else None
     return TrustedClient(iss=iss, jwks=keys, jwks_url=jwks_url, tenant=tenant, fhir_servers=tuple(servers),
                          jwks_urls=_parse_jwks_urls(entry, where), sub=_parse_sub(entry, where))
 
@@ -407,7 +409,8 @@ class ClientAuthenticator:
         self.http_get = http_get
         self.jwks_refresh_interval = jwks_refresh_interval
         self.fetch_timeout = fetch_timeout
-        self._remote = {(c.iss, url): _RemoteKeys(url) for c in clients for url in c.key_urls}
+        # Inline keys are pinned: a client that has them is never fetched for, even with key URLs.
+        self._remote = {(c.iss, url): _RemoteKeys(url) for c in clients if c.jwks is None for url in c.key_urls}
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **kwargs: Any) -> ClientAuthenticator:
@@ -473,12 +476,15 @@ class ClientAuthenticator:
             if claims.get(name) is None:
                 raise Unauthorized(name)
         aud = claims["aud"]
+        # The log says which audience was expected (our own URLs), and how the token's differs without
+        # quoting it (it could hold anything): a wrong LUPUS_CDS_PUBLIC_URL is the usual cause.
+        expected = "expected " + " or ".join(repr(a) for a in audiences)
         if isinstance(aud, list):
             if len(aud) != 1:  # see the module docstring: one audience only
-                raise Unauthorized("aud")
+                raise Unauthorized("aud", f"{expected}; the token names {len(aud)} audiences")
             aud = aud[0]
         if not isinstance(aud, str) or aud not in audiences:
-            raise Unauthorized("aud")
+            raise Unauthorized("aud", f"{expected}; {_how_aud_differs(aud, audiences)}")
         jti = claims["jti"]
         if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_LENGTH:
             raise Unauthorized("jti")
@@ -573,6 +579,18 @@ class ClientAuthenticator:
                 continue
         log.info("JWKS for client %s fetched: %d usable key(s), cached %.0f s", iss, len(keys), lifetime)
         return keys, lifetime
+
+
+def _how_aud_differs(aud: Any, audiences: Sequence[str]) -> str:
+    if not isinstance(aud, str):
+        return f"the token's aud is a {type(aud).__name__}, not a URL"
+    for expected in audiences:
+        path = urlsplit(expected).path
+        if aud.rstrip("/") == expected.rstrip("/"):
+            return "the token's aud differs only by a trailing slash"
+        if path and urlsplit(aud).path == path:
+            return "the token's aud has the same path on another base URL: check LUPUS_CDS_PUBLIC_URL"
+    return "the token's aud names another URL"
 
 
 def _by_kid(keys: KeySet | list[Key], kid: str) -> Key | None:

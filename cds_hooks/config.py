@@ -16,9 +16,13 @@ from typing import Any
 PREFIX = "LUPUS_CDS_"
 
 
+def default_data_dir() -> Path:
+    """Where the service keeps its files by default: ``$XDG_DATA_HOME/lupus-cds`` (``~/.local/share/...``)."""
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "lupus-cds"
+
+
 def default_database_url() -> str:
-    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return f"sqlite:///{data_home / 'lupus-cds' / 'feedback.sqlite3'}"
+    return f"sqlite:///{default_data_dir() / 'feedback.sqlite3'}"
 
 
 #: name -> (default, description). The README's configuration table is generated from the same text.
@@ -30,8 +34,8 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "LUPUS_CDS_ALLOW_UNSIGNED": (
         False, "`1` accepts calls without a client JWT. Sandbox only: logs a warning at start."),
     "LUPUS_CDS_CLIENTS": (
-        None, "Path of the trusted-clients JSON file (`iss`, `jwks` or `jwks_url`/`jwks_urls`, optional `sub`, "
-        "`tenant`, `fhir_servers`; deploy/REGISTRATION.md)."),
+        None, "Path of the trusted-clients JSON file (`iss`, `jwks` and/or `jwks_url`/`jwks_urls`, optional "
+        "`sub`, `tenant`, `fhir_servers`; deploy/REGISTRATION.md)."),
     "LUPUS_CDS_JWT_MAX_LIFETIME": (3600, "Longest accepted client-JWT lifetime, `exp - iat`, in seconds."),
     "LUPUS_CDS_JWT_LEEWAY": (60, "Clock skew tolerated on `exp`/`iat`, in seconds."),
     "LUPUS_CDS_DATABASE_URL": (
@@ -51,8 +55,14 @@ SETTINGS: dict[str, tuple[Any, str]] = {
         "patient ids or resource content."),
     "LUPUS_CDS_REDIS_URL": (
         None, "Redis URL (`redis://` or `rediss://`, with password) for state shared by replicas: the "
-        "client-JWT replay store (`jti`) and the backend-services token cache. Unset: in-memory, correct "
-        "for ONE process only. When set and Redis is unreachable, client JWTs are refused (fail closed)."),
+        "client-JWT replay store (`jti`) and the backend-services token cache. Unset: the replay store is "
+        "`LUPUS_CDS_REPLAY_DB` (shared by the processes of one host) and tokens are cached per process. When "
+        "set and Redis is unreachable, client JWTs are refused (fail closed)."),
+    "LUPUS_CDS_REPLAY_DB": (
+        None, "Without `LUPUS_CDS_REDIS_URL`: the SQLite file where every process of this host records the "
+        "client-JWT `jti` values it accepted, so a token replayed to another worker is refused. Default: "
+        "`$XDG_DATA_HOME/lupus-cds/replay.sqlite3`, next to the default feedback database; it must be on a "
+        "local disk. `memory`: in-process only, for ONE process (`serve` then refuses several workers)."),
     "LUPUS_CDS_REDIS_PREFIX": (
         "cds-hooks:", "Prefix of every Redis key (to share one Redis between services)."),
     "LUPUS_CDS_REDIS_TIMEOUT": (0.5, "Redis connect and read timeout, in seconds."),
@@ -72,11 +82,14 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "LUPUS_CDS_FHIR_MAX_RESPONSE_BYTES": (
         10 * 1024 * 1024, "Largest FHIR response body accepted, in bytes; a larger one counts as a failure."),
     "LUPUS_CDS_FHIR_CONCURRENCY": (
-        8, "FHIR requests in flight at once per process (the queries of one hook call run concurrently)."),
+        8, "FHIR requests in flight at once per FHIR server (base URL), per process (the queries of one hook "
+        "call run concurrently). Each server has its own threads: one that is slow or never answers cannot "
+        "take the fetch capacity of another."),
     "LUPUS_CDS_SANDBOX_FHIR_SERVERS": (
-        "", "Comma-separated FHIR base URLs the service may call in unsigned sandbox mode "
-        "(`LUPUS_CDS_ALLOW_UNSIGNED`), with the request's `fhirAuthorization`, the service's own SMART token "
-        "or anonymously. Ignored otherwise: then only the calling client's `fhir_servers` are called."),
+        "", "Comma-separated open FHIR base URLs (sandboxes). In unsigned sandbox mode "
+        "(`LUPUS_CDS_ALLOW_UNSIGNED`) the service may call them, with the request's `fhirAuthorization`, the "
+        "service's own SMART token or anonymously. With client JWTs only the calling client's `fhir_servers` "
+        "are called, and those listed here are read anonymously when the EHR sends no token."),
     "LUPUS_CDS_SMART_CLIENTS": (
         None, "Path of the SMART Backend Services JSON file (`servers`: `fhir_server`, `client_id`, "
         "`private_key` PEM path, `kid`, `alg`, `scope`, optional `token_endpoint`): the service's own "
@@ -87,42 +100,135 @@ SETTINGS: dict[str, tuple[Any, str]] = {
         60, "A cached backend-services access token is replaced this many seconds (at most half its "
         "lifetime) before it expires."),
     "LUPUS_CDS_WORKERS": (
-        None, "gunicorn worker processes for `serve` (default: 2 x CPUs + 1, at most 8; `--workers` wins)."),
-    "LUPUS_CDS_THREADS": (4, "Threads per gunicorn worker for `serve`."),
-    "LUPUS_CDS_GUNICORN_CONF": (
-        None, "gunicorn config file for `serve` (default: `cds_hooks/gunicorn_conf.py`, shipped in the package)."),
+        None, "Worker processes of `serve` (default: one per CPU; `--workers` wins). Every process shares the "
+        "replay store, so all cores serve safely without Redis."),
+    "LUPUS_CDS_THREADS": (
+        8, "Threads per `serve` worker that run requests (hook calls wait on FHIR servers in them; at most 2 "
+        "of them compute at once, so new requests and probes never wait long for the interpreter)."),
+    "LUPUS_CDS_QUEUE": (
+        8, "Requests per `serve` worker admitted to wait for a free thread. Past threads + queue, a request "
+        "is answered `503` with `Retry-After` at once, before its body is read. `/healthz`, `/readyz` and "
+        "`/metrics` do not count."),
+    "LUPUS_CDS_BODY_TIMEOUT": (
+        30.0, "Seconds a client has to send a request body once its headers arrived; slower is `408`. "
+        "(Headers must arrive within 10 s, and idle connections close after 10 s.) A client waiting on the "
+        "network holds no thread."),
 }
 
 
-def parse_bool(value: Any) -> bool:
+#: the one list of boolean spellings every ``LUPUS_CDS_*`` switch accepts (any case; the README quotes it)
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+_BOOLEANS = ("LUPUS_CDS_ALLOW_UNSIGNED", "LUPUS_CDS_DISCOVERY_REQUIRES_AUTH", "LUPUS_CDS_METRICS")
+_INTEGERS = ("LUPUS_CDS_JWT_MAX_LIFETIME", "LUPUS_CDS_JWT_LEEWAY", "LUPUS_CDS_MAX_BODY_BYTES",
+             "LUPUS_CDS_ISSUED_CARDS_QUEUE", "LUPUS_CDS_FHIR_MAX_PAGES", "LUPUS_CDS_FHIR_MAX_RESPONSE_BYTES",
+             "LUPUS_CDS_FHIR_CONCURRENCY", "LUPUS_CDS_THREADS", "LUPUS_CDS_QUEUE")
+_NUMBERS = ("LUPUS_CDS_REDIS_TIMEOUT", "LUPUS_CDS_FHIR_BUDGET", "LUPUS_CDS_FHIR_TIMEOUT",
+            "LUPUS_CDS_SMART_TOKEN_REFRESH_MARGIN")
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_LOG_FORMATS = ("json", "text", "none")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used. The message is one line: the setting, what is wrong, how to fix it;
+    never a password (database URLs are shown with theirs masked)."""
+
+    def __init__(self, setting: str, problem: str):
+        super().__init__(f"{setting}: {problem}")
+        self.setting = setting
+
+
+def parse_bool(value: Any, name: str = "setting") -> bool:
+    """``value`` as a boolean: one of :data:`TRUE_WORDS` or :data:`FALSE_WORDS` (any case), else
+    :class:`ConfigError` (a mistyped switch must not silently mean "off")."""
     if isinstance(value, bool):
         return value
-    return str(value).strip().lower() in {"1", "true", "yes", "on"}
+    text = str(value).strip().lower()
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS:
+        return False
+    raise ConfigError(name, f"{str(value)[:40]!r} is not a boolean: use one of {', '.join(TRUE_WORDS)} "
+                            f"or {', '.join(FALSE_WORDS)}")
 
 
 def parse_int(value: Any, name: str) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be an integer, got {value!r}") from None
+        raise ConfigError(name, f"{str(value)[:40]!r} is not a whole number") from None
+
+
+def parse_number(value: Any, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(name, f"{str(value)[:40]!r} is not a number (seconds, e.g. 2.5)") from None
+    if not 0 <= number < float("inf"):
+        raise ConfigError(name, f"{str(value)[:40]!r} must be a finite number, 0 or more")
+    return number
+
+
+def check_database_url(url: str) -> None:
+    """:class:`ConfigError` unless ``url`` is an SQLAlchemy URL whose dialect and driver are installed.
+    Connects to nothing: an unreachable database is not a configuration error (the service starts and
+    reports it on ``/readyz``)."""
+    import sqlalchemy as sa
+    from sqlalchemy.engine import make_url
+
+    name = "LUPUS_CDS_DATABASE_URL"
+    hint = "e.g. sqlite:////var/lib/lupus-cds/feedback.sqlite3 or postgresql+psycopg://user:password@host/db"
+    try:
+        parsed = make_url(url)
+    except (sa.exc.ArgumentError, ValueError, TypeError):
+        raise ConfigError(name, f"not a database URL ({hint})") from None
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        dialect = parsed.get_dialect()
+    except (sa.exc.NoSuchModuleError, ImportError):
+        raise ConfigError(name, f"{shown}: unknown database type {parsed.get_backend_name()!r} ({hint})") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError:
+        extra = " (pip install 'lupus-cds[postgres]')" if parsed.get_backend_name() == "postgresql" else ""
+        suggestion = "postgresql+psycopg://..." if parsed.get_backend_name() == "postgresql" else hint
+        raise ConfigError(name, f"{shown}: the database driver {parsed.get_driver_name()!r} is not installed; "
+                                f"use {suggestion}{extra}") from None
 
 
 def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Defaults, then every ``LUPUS_CDS_*`` environment variable, then ``overrides``."""
+    """Defaults, then every ``LUPUS_CDS_*`` environment variable, then ``overrides``.
+
+    An empty environment variable counts as unset (its default applies).
+
+    :raises ConfigError: a setting that is not of its kind (a boolean that is not one of the accepted
+        spellings, a number that is not a number) or a database URL that cannot be used.
+    """
     environ = os.environ if environ is None else environ
     config: dict[str, Any] = {name: default for name, (default, _) in SETTINGS.items()}
-    config.update({k: v for k, v in environ.items() if k.startswith(PREFIX)})
+    config.update({k: v for k, v in environ.items() if k.startswith(PREFIX) and not (k in SETTINGS and v == "")})
     if overrides:
         config.update(overrides)
-    config["LUPUS_CDS_ALLOW_UNSIGNED"] = parse_bool(config["LUPUS_CDS_ALLOW_UNSIGNED"])
-    config["LUPUS_CDS_DISCOVERY_REQUIRES_AUTH"] = parse_bool(config["LUPUS_CDS_DISCOVERY_REQUIRES_AUTH"])
-    config["LUPUS_CDS_METRICS"] = parse_bool(config["LUPUS_CDS_METRICS"])
-    config["LUPUS_CDS_ISSUED_CARDS_QUEUE"] = parse_int(config["LUPUS_CDS_ISSUED_CARDS_QUEUE"],
-                                                       "LUPUS_CDS_ISSUED_CARDS_QUEUE")
-    for name in ("LUPUS_CDS_JWT_MAX_LIFETIME", "LUPUS_CDS_JWT_LEEWAY", "LUPUS_CDS_MAX_BODY_BYTES"):
+    for name in _BOOLEANS:
+        config[name] = parse_bool(config[name], name)
+    for name in _INTEGERS:
         config[name] = parse_int(config[name], name)
+    for name in _NUMBERS:
+        config[name] = parse_number(config[name], name)
+    level = str(config["LUPUS_CDS_LOG_LEVEL"]).strip().upper()
+    if level not in _LOG_LEVELS:
+        raise ConfigError("LUPUS_CDS_LOG_LEVEL", f"{level[:40]!r} is not a level: use one of {', '.join(_LOG_LEVELS)}")
+    config["LUPUS_CDS_LOG_LEVEL"] = level
+    log_format = str(config["LUPUS_CDS_LOG_FORMAT"]).strip().lower()
+    if log_format not in _LOG_FORMATS:
+        raise ConfigError("LUPUS_CDS_LOG_FORMAT", f"{log_format[:40]!r} is not a format: use one of "
+                                                  f"{', '.join(_LOG_FORMATS)}")
+    config["LUPUS_CDS_LOG_FORMAT"] = log_format
     if not config.get("LUPUS_CDS_DATABASE_URL"):
         config["LUPUS_CDS_DATABASE_URL"] = default_database_url()
+    else:
+        check_database_url(str(config["LUPUS_CDS_DATABASE_URL"]))
     origins = config.get("LUPUS_CDS_CORS_ORIGINS") or ""
     if isinstance(origins, str):
         origins = [o.strip().rstrip("/") for o in origins.split(",") if o.strip()]

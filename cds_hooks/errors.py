@@ -12,6 +12,7 @@ handler (see :mod:`cds_hooks.app`) turns it into a FHIR ``OperationOutcome`` bod
     ├── MethodNotAllowed          405
     ├── PayloadTooLarge           413
     ├── PreconditionFailed        412  required prefetch missing and not fetchable (PF-12)
+    ├── ServiceUnavailable        503  the feedback database is down (hook calls still answer)
     └── FHIRError                 a FHIR server call failed (data access; never sent as 5xx)
         ├── FHIRUnauthorized      the FHIR server said 401/403
         ├── FHIRTimeout           the fetch budget or a per-request timeout ran out
@@ -27,7 +28,7 @@ from typing import Any
 
 
 class CDSHooksError(Exception):
-    """Base of every error the service answers with a 4xx.
+    """Base of every error the service answers with a 4xx (or a 503 when a dependency is down).
 
     :param diagnostics: human-readable text placed in ``OperationOutcome.issue[0].diagnostics``.
         It must never contain tokens or patient data.
@@ -66,9 +67,11 @@ class Unauthorized(CDSHooksError):
     status_code = 401
     issue_code = "login"
 
-    def __init__(self, reason: str = "unauthorized"):
+    def __init__(self, reason: str = "unauthorized", detail: str | None = None):
         super().__init__(None)
         self.reason = reason
+        #: for the log only (e.g. which ``aud`` was expected); never a token or patient data
+        self.detail = detail
 
     def operation_outcome(self) -> dict[str, Any]:
         return {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "login"}]}
@@ -78,6 +81,16 @@ class Unauthorized(CDSHooksError):
 
     def __str__(self) -> str:  # the reason is safe to log: it never holds the token itself
         return f"unauthorized ({self.reason})"
+
+
+class ServiceUnavailable(CDSHooksError):
+    """Something the request needs is down for now (the feedback database): 503, try again later."""
+
+    status_code = 503
+    issue_code = "transient"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "30"}
 
 
 class Forbidden(CDSHooksError):

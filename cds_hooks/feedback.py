@@ -6,15 +6,19 @@ the bound keeps one request's validation and write short."""
 
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, Response
 
 from . import metrics
-from .app import json_response, state
-from .errors import PayloadTooLarge
+from .errors import PayloadTooLarge, ServiceUnavailable
+from .feedback_store import DatabaseUnavailable
 from .services import authenticate, find_service, read_json_body
+from .state import json_response, state
 from .validation import validate_feedback
 
 bp = Blueprint("feedback", __name__)
+log = logging.getLogger("cds_hooks.feedback")
 
 #: the most feedback items one post may carry
 MAX_FEEDBACK_ITEMS = 100
@@ -31,8 +35,13 @@ def post_feedback(service_id: str) -> Response:
     if isinstance(body.get("feedback"), list) and len(body["feedback"]) > MAX_FEEDBACK_ITEMS:
         raise PayloadTooLarge(f"at most {MAX_FEEDBACK_ITEMS} feedback items per request", expression=["feedback"])
     items = validate_feedback(body)
-    cds.feedback_store.record(service_id, items, client_iss=getattr(client, "iss", None),
-                              tenant=getattr(client, "tenant", None))
+    try:
+        cds.feedback_store.record(service_id, items, client_iss=getattr(client, "iss", None),
+                                  tenant=getattr(client, "tenant", None))
+    except DatabaseUnavailable as exc:
+        # FB-7 answers 200 only once the feedback is stored: the client may send it again later.
+        log.warning("feedback not stored: the feedback database is unavailable (%s)", exc)
+        raise ServiceUnavailable("the feedback store is unavailable; send the feedback again later") from None
     # After the durable write: metrics need the card's topic, known from the issued-cards record.
     topics = cds.issued_cards.topics_of(service_id, [item["card"] for item in items])
     for item in items:

@@ -6,7 +6,12 @@ timestamp, client): the same item posted twice is stored once (FB-5), and a writ
 the endpoint answers 200.
 
 The schema is created and evolved by alembic revisions (:mod:`cds_hooks.migrations`), run when a store
-opens; :data:`metadata` mirrors the newest revision (a test checks they agree). ``issued_cards`` records
+opens; :data:`metadata` mirrors the newest revision (a test checks they agree).
+
+A database that cannot be reached when the store opens does not stop the service: the store logs it,
+hook calls go on, and every use of the store (``/readyz``, feedback) tries again, migrations first,
+raising :class:`DatabaseUnavailable` until the database answers (``/readyz`` then says 503, feedback
+is refused with 503, issued-card records are dropped and counted). ``issued_cards`` records
 which cards were shown, written in batches by :mod:`cds_hooks.issued_cards`, so that reports can join
 feedback to a card's topic.
 
@@ -18,6 +23,8 @@ NUL character (PostgreSQL cannot store one) is a 400 naming the field, never a d
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +35,17 @@ from sqlalchemy.engine import make_url
 
 from .errors import InvalidRequest
 
+log = logging.getLogger("cds_hooks.feedback_store")
+
 metadata = sa.MetaData()
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The feedback database cannot be reached (or its schema could not be brought up to date) right now."""
+
+
+#: errors that mean "the database is not answering", as opposed to a bug or a constraint
+_UNREACHABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
 
 feedback_table = sa.Table(
     "card_feedback",
@@ -86,13 +103,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")  # durable before we answer 200
     cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA cache_size=-512")  # per pooled connection: 512 KB, not the default 2 MB
     cursor.close()
 
 
 class FeedbackStore:
     """Writes and reads card feedback. Thread-safe; one instance per app (a pooled engine)."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, require_database: bool = False):
+        """:param require_database: raise :class:`DatabaseUnavailable` when the database does not answer now
+            (a report), instead of starting without it (the service)."""
         parsed = make_url(url)
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite" and parsed.database and parsed.database != ":memory:":
@@ -107,9 +127,37 @@ class FeedbackStore:
         self.engine = sa.create_engine(url, **options)
         if self.dialect == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-        from .migrations import upgrade
+        self._migrated = False
+        self._migrate_lock = threading.Lock()
+        try:
+            self._ensure_schema()
+        except DatabaseUnavailable as exc:
+            if require_database:
+                raise
+            log.warning("feedback database unreachable at start (%s): the service runs without it; /readyz "
+                        "answers 503 and feedback is refused (503) until it answers", exc)
 
-        upgrade(self.engine)
+    def _ensure_schema(self) -> None:
+        """Run the migrations once; :class:`DatabaseUnavailable` while the database does not answer."""
+        if self._migrated:
+            return
+        with self._migrate_lock:
+            if self._migrated:
+                return
+            from .migrations import upgrade
+
+            try:
+                upgrade(self.engine)
+            except _UNREACHABLE as exc:
+                raise DatabaseUnavailable(_why(exc)) from None
+            self._migrated = True
+            log.debug("feedback database schema is up to date")
+
+    def connection(self, begin: bool = False) -> Any:
+        """A connection (a transaction when ``begin``) once the schema is ready; :class:`DatabaseUnavailable`
+        when the database does not answer."""
+        self._ensure_schema()
+        return _Guarded(self.engine.begin() if begin else self.engine.connect())
 
     def record(self, service_id: str, items: Iterable[Mapping[str, Any]], client_iss: str | None = None,
                tenant: str | None = None) -> int:
@@ -123,7 +171,7 @@ class FeedbackStore:
         self.check(rows)
         if not rows:
             return 0
-        with self.engine.begin() as connection:
+        with self.connection(begin=True) as connection:
             statement = self._insert_ignoring_duplicates()
             if statement is not None:
                 # RETURNING, not rowcount: executemany drivers (psycopg) do not report a usable rowcount.
@@ -188,7 +236,7 @@ class FeedbackStore:
     def record_issued(self, rows: list[Mapping[str, Any]]) -> None:
         """Store a batch of issued-card rows (``issued_cards`` columns except ``id``) in one transaction."""
         if rows:
-            with self.engine.begin() as connection:
+            with self.connection(begin=True) as connection:
                 connection.execute(issued_cards_table.insert(), list(rows))
 
     def topics_of(self, service_id: str, card_uuids: Iterable[str]) -> dict[str, str]:
@@ -197,19 +245,48 @@ class FeedbackStore:
         if not uuids:
             return {}
         table = issued_cards_table
-        with self.engine.connect() as connection:
+        with self.connection() as connection:
             rows = connection.execute(sa.select(table.c.card_uuid, table.c.topic_code).distinct().where(
                 table.c.service_id == service_id, table.c.card_uuid.in_(uuids)))
             return {row.card_uuid: row.topic_code for row in rows}
 
     def all(self) -> list[dict[str, Any]]:
-        with self.engine.connect() as connection:
+        with self.connection() as connection:
             result = connection.execute(sa.select(feedback_table).order_by(feedback_table.c.id))
             return [dict(row._mapping) for row in result]
 
     def ping(self) -> None:
-        with self.engine.connect() as connection:
+        """Raises :class:`DatabaseUnavailable` unless the database answers (and its schema is ready)."""
+        with self.connection() as connection:
             connection.execute(sa.text("SELECT 1"))
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _why(error: Exception) -> str:
+    """The driver's exception name (never its message, which can hold a host name or a URL)."""
+    return type(getattr(error, "orig", None) or error).__name__
+
+
+class _Guarded:
+    """A connection context manager whose "database does not answer" errors, on connecting or while in
+    use, become :class:`DatabaseUnavailable`."""
+
+    def __init__(self, context: Any):
+        self._context = context
+
+    def __enter__(self) -> Any:
+        try:
+            return self._context.__enter__()
+        except _UNREACHABLE as exc:
+            raise DatabaseUnavailable(_why(exc)) from None
+
+    def __exit__(self, kind: Any, error: Any, traceback: Any) -> Any:
+        try:
+            handled = self._context.__exit__(kind, error, traceback)
+        except _UNREACHABLE as exc:
+            raise DatabaseUnavailable(_why(exc)) from None
+        if isinstance(error, _UNREACHABLE):
+            raise DatabaseUnavailable(_why(error)) from None
+        return handled

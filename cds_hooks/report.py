@@ -20,7 +20,7 @@ import io
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import click
 import sqlalchemy as sa
 
 from . import config as settings
-from .feedback_store import FeedbackStore, feedback_table, issued_cards_table
+from .feedback_store import DatabaseUnavailable, FeedbackStore, feedback_table, issued_cards_table
 
 NOT_RECORDED = "(not recorded)"
 NO_TOPIC = "(no topic)"
@@ -82,7 +82,7 @@ def collect(store: FeedbackStore) -> dict[str, TopicStats]:
                           fb.c.override_reason_display))
     shown = (sa.select(issued.c.topic_code, issued.c.issued_on, sa.func.count().label("n"))
              .group_by(issued.c.topic_code, issued.c.issued_on))
-    with store.engine.connect() as connection:
+    with store.connection() as connection:
         for row in connection.execute(shown):
             entry = topic(row.topic_code)
             entry.shown += row.n
@@ -130,6 +130,18 @@ def acceptance_chart_svg(stats: Mapping[str, TopicStats]) -> str:
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
+    # Text as <text> elements, not glyph outlines: smaller, searchable, and readable by screen readers.
+    with plt.rc_context({"svg.fonttype": "none"}):
+        return _draw_acceptance_chart(stats, plt, mdates)
+
+
+def chart_days(stats: Mapping[str, TopicStats]) -> tuple[date, date] | None:
+    """The first and last UTC day on which a card was shown (the chart's time axis spans them), or None."""
+    days = [day for entry in stats.values() for day, (shown, _) in entry.daily.items() if shown]
+    return (min(days), max(days)) if days else None
+
+
+def _draw_acceptance_chart(stats: Mapping[str, TopicStats], plt: Any, mdates: Any) -> str:
     figure, axes = plt.subplots(figsize=(9, 4))
     try:
         drawn = 0
@@ -143,6 +155,16 @@ def acceptance_chart_svg(stats: Mapping[str, TopicStats]) -> str:
         axes.set_ylim(0, 100)
         axes.set_ylabel("accepted / shown (%)")
         axes.set_title("Acceptance rate per day, by card topic")
+        span = chart_days(stats)
+        if span is not None:
+            # The axis spans the data plus a day each side: left to matplotlib, one day of data is drawn
+            # in the middle of several years.
+            first, last = span[0] - timedelta(days=1), span[1] + timedelta(days=1)
+            axes.set_xlim(first, last)
+            days = (last - first).days
+            locator = (mdates.DayLocator(interval=max(1, days // 8)) if days <= 62
+                       else mdates.AutoDateLocator(minticks=3, maxticks=9))
+            axes.xaxis.set_major_locator(locator)
         axes.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
         figure.autofmt_xdate()
         if drawn:
@@ -190,12 +212,23 @@ accepted / overridden: distinct cards with such feedback; acceptance: accepted /
               help="Database to read (default: LUPUS_CDS_DATABASE_URL, else the embedded SQLite file).")
 def feedback_report(html_path: Path | None, database_url: str | None) -> None:
     """Per card topic: how often cards were shown, accepted and overridden (with reasons)."""
-    cfg = settings.load({"LUPUS_CDS_DATABASE_URL": database_url} if database_url else None)
-    store = FeedbackStore(cfg["LUPUS_CDS_DATABASE_URL"])
     try:
-        stats = collect(store)
-    finally:
-        store.dispose()
+        cfg = settings.load({"LUPUS_CDS_DATABASE_URL": database_url} if database_url else None)
+    except settings.ConfigError as exc:
+        if database_url and exc.setting == "LUPUS_CDS_DATABASE_URL":
+            raise click.BadParameter(str(exc).split(": ", 1)[1], param_hint="'--database-url'") from None
+        raise
+    which = "--database-url" if database_url else "LUPUS_CDS_DATABASE_URL"
+    try:
+        store = FeedbackStore(cfg["LUPUS_CDS_DATABASE_URL"], require_database=True)
+        try:
+            stats = collect(store)
+        finally:
+            store.dispose()
+    except DatabaseUnavailable as exc:
+        shown = sa.engine.make_url(cfg["LUPUS_CDS_DATABASE_URL"]).render_as_string(hide_password=True)
+        raise click.ClickException(f"the feedback database {shown} does not answer ({exc}): check {which} "
+                                   "and that the database is running") from None
     click.echo(render_text(stats))
     if html_path is not None:
         try:
@@ -203,5 +236,8 @@ def feedback_report(html_path: Path | None, database_url: str | None) -> None:
         except ImportError:
             raise click.ClickException("the HTML report needs matplotlib: pip install 'lupus-cds[report]'") \
                 from None
-        html_path.write_text(page, encoding="utf-8")
+        try:
+            html_path.write_text(page, encoding="utf-8")
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {html_path}: {exc.strerror or type(exc).__name__}") from None
         click.echo(f"HTML report written to {html_path}")

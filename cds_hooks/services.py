@@ -12,13 +12,13 @@ from flask import Blueprint, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from . import collector
-from .app import CDSHooks, json_response, state
 from .cards import prune
 from .errors import CDSHooksError, InvalidRequest, PayloadTooLarge, PreconditionFailed, UnknownService
 from .fetch import FetchRequest
 from .logs import set_hook_instance
 from .models import HookRequest, PrefetchStatus, PrefetchView, ServiceDefinition
 from .prefetch import classify, merge_fetched
+from .state import CDSHooks, json_response, state
 from .validation import parse_json_object, validate_hook_request
 
 bp = Blueprint("services", __name__)
@@ -56,7 +56,7 @@ def read_body() -> bytes:
             raise PayloadTooLarge("request body is larger than LUPUS_CDS_MAX_BODY_BYTES")
     except (HTTPException, CDSHooksError):
         raise  # 413 over the limit, 400 client disconnected: the one error handler maps them
-    except Exception as exc:  # the server's body reader: a malformed chunk (gunicorn InvalidChunkSize), cut-off input
+    except Exception as exc:  # the server's body reader: malformed framing, cut-off input
         log.info("request body could not be read: %s", type(exc).__name__)
         raise InvalidRequest("the request body could not be read (malformed chunked encoding or cut off)") from None
     return raw
@@ -109,10 +109,12 @@ def run_service(cds: CDSHooks, service: ServiceDefinition, body: dict[str, Any],
     missing = sorted(key for key, entry in entries.items()
                      if entry.status is PrefetchStatus.MISSING and service.is_required(key))
     if missing:
-        # PF-12: the service cannot get the data it needs. Say which keys; never echo their content.
+        # PF-12: the service cannot get the data it needs. Say which keys and why (the notes name no ids
+        # and hold no content).
         raise PreconditionFailed(
             "required prefetch data is missing and could not be fetched from the FHIR server: "
-            + ", ".join(missing), expression=[f"prefetch.{key}" for key in missing])
+            + "; ".join(entries[key].note or key for key in missing),
+            expression=[f"prefetch.{key}" for key in missing])
     hook_request = HookRequest(
         service_id=service.id, hook=service.hook, hook_instance=body["hookInstance"],
         context=MappingProxyType(context), prefetch=PrefetchView(entries), now=cds.clock(),

@@ -15,6 +15,11 @@ from .errors import InvalidRequest
 from .hooks import hook_definition
 
 _REFERENCE = re.compile(r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
+#: a FHIR R4 ``id`` (http://hl7.org/fhir/R4/datatypes.html#id). Context ids go into FHIR request paths
+#: (``Patient/{{context.patientId}}``): anything else (``../``, ``?``, ``/``) could point a query elsewhere.
+FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+#: context fields holding a bare FHIR id (the id of the resource in context, not a reference)
+_ID_FIELDS = ("patientId", "encounterId")
 
 
 def parse_json_object(raw: bytes, what: str = "request body") -> dict[str, Any]:
@@ -81,6 +86,11 @@ def validate_hook_request(body: Mapping[str, Any], service_hook: str) -> None:
 
 
 def _validate_context(hook: str, context: Mapping[str, Any]) -> None:
+    for name in _ID_FIELDS:  # any hook, known or not: these ids are rendered into FHIR URLs
+        value = context.get(name)
+        if value is not None and not (isinstance(value, str) and FHIR_ID.match(value)):
+            raise InvalidRequest(f"context.{name} must be a FHIR id (1-64 of A-Z a-z 0-9 - .)",
+                                 expression=[f"context.{name}"])
     definition = hook_definition(hook)
     if definition is None:
         return
@@ -100,7 +110,7 @@ def _validate_context(hook: str, context: Mapping[str, Any]) -> None:
                                  expression=[f"context.{name}"])
     for name in definition.reference_list_fields:
         value = context.get(name)
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        if not isinstance(value, list) or not all(isinstance(v, str) and _REFERENCE.match(v) for v in value):
             raise InvalidRequest(f"context.{name} must be an array of Type/id strings",
                                  expression=[f"context.{name}"])
 

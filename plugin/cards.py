@@ -643,6 +643,10 @@ TEMPLATES: dict[str, tuple[str, str]] = {
         "{dose_text} is above the SLE maintenance target of {target} mg/day. {taper_advice}",
         "{dose_short} is above the SLE target of {target} mg/day. {taper_advice}",
     ),
+    "child": (
+        "{dose_text}{per_kg} in a child: adult dose bands do not apply. Review dose as a cause of twitching",
+        "{dose_short}{per_kg} in a child: adult dose bands do not apply. Review dose",
+    ),
     "not-computable": (
         "On systemic corticosteroid ({drugs}), dose not computable: review dose as possible cause",
         "On systemic corticosteroid, dose not computable: review dose as possible cause",
@@ -940,6 +944,10 @@ WHY: dict[str, str] = {
     "above-target": (
         "EULAR 2023 recommends tapering maintenance glucocorticoids in SLE to 5 mg/day prednisone-equivalent "
         "or less, and withdrawing them when possible."
+    ),
+    "child": (
+        "In children, glucocorticoid doses are judged per kg of body weight; the adult dose bands and the adult "
+        "SLE maintenance target do not apply. High doses cause myopathy and tremor at any age."
     ),
     "not-computable": (
         "A systemic corticosteroid is current, but its daily dose cannot be computed from the order (no "
@@ -1261,6 +1269,8 @@ def steroid_values(finding: Finding) -> dict[str, str]:
     else:
         values["dose_text"] = f"Prednisone-equivalent {total} mg/day"
     values["dose_short"] = f"Prednisone-equivalent {total} mg/day"
+    per_kg = data.get("per_kg")
+    values["per_kg"] = f" ({num(per_kg, 2)} mg/kg/day)" if per_kg is not None else ""
     tapering = any(
         c.is_change and c.current.computable and c.proposed.computable
         and c.proposed.mg_per_day < c.current.mg_per_day

@@ -41,14 +41,12 @@ def evaluate(client: Any, name: str, hook: str) -> list[dict[str, str]]:
     return fixtures.card_digest(response.get_json()["cards"])
 
 
-def format_cards(cards: list[dict[str, str]], width: int = 110) -> list[str]:
+def format_cards(cards: list[dict[str, str]]) -> list[str]:
+    """One line per card with its whole summary (at most 140 characters by the CDS Hooks rules)."""
     if not cards:
         return ["    (no cards)"]
-    lines = []
-    for card in cards:
-        head = f"    {MARK.get(card['indicator'], '  ')}{card['indicator']:<8} {card['topic']:<30} "
-        lines.append(head + card["summary"][: max(20, width - len(head))])
-    return lines
+    return [f"    {MARK.get(card['indicator'], '  ')}{card['indicator']:<8} {card['topic']:<30} {card['summary']}"
+            for card in cards]
 
 
 def run_all(update: bool = False, echo: Callable[[str], None] = click.echo,

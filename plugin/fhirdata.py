@@ -28,7 +28,22 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from .bounded_cache import byte_bounded_cache
+
 JSON = dict[str, Any]
+
+# Memory budgets of this module's caches, in estimated bytes (see plugin/bounded_cache.py). A validated
+# model takes about 8 times its canonical JSON (measured with tracemalloc on typical lab Observations,
+# Conditions and MedicationRequests, the canonical key included).
+MODEL_BYTES_PER_JSON_BYTE = 8
+#: validated whole resources: about six typical patients' records (their repeat hooks, minutes apart, hit)
+VALIDATED_RESOURCES_BYTES = 8 * 1024 * 1024
+#: validated complex elements (codings, reference ranges, sigs): what every patient shares
+VALIDATED_ELEMENTS_BYTES = 4 * 1024 * 1024
+#: parsed date strings
+PARSED_DATES_BYTES = 2 * 1024 * 1024
+#: a date string longer than this is not a FHIR date; it is parsed (and refused) without being cached
+_LONGEST_DATE = 64
 
 _PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?$")
 _NAIVE_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?$")
@@ -122,12 +137,23 @@ def parse_datetime(value: Any) -> datetime | None:
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
     if not isinstance(value, str):
         return None
+    if len(value) > _LONGEST_DATE:
+        return _parse_datetime_checked(value)
     return _parse_datetime_text(value)
 
 
-@functools.lru_cache(maxsize=65536)  # a record's dates come back at every hook of the same patient
+def _date_entry_bytes(args: tuple[Any, ...], result: Any) -> int:
+    return len(args[0]) + 200  # the string, a datetime, the entry
+
+
+@byte_bounded_cache(PARSED_DATES_BYTES, _date_entry_bytes)  # a record's dates come back at every hook
 def _parse_datetime_text(value: str) -> datetime | None:
-    parsed = _parse_datetime_unchecked(value)
+    return _parse_datetime_checked(value)
+
+
+def _parse_datetime_checked(value: str) -> datetime | None:
+    """:func:`_parse_datetime_uncached`, refusing an instant that lies outside the calendar in UTC."""
+    parsed = _parse_datetime_uncached(value)
     if parsed is None:
         return None
     try:
@@ -137,7 +163,7 @@ def _parse_datetime_text(value: str) -> datetime | None:
     return parsed
 
 
-def _parse_datetime_unchecked(value: str) -> datetime | None:
+def _parse_datetime_uncached(value: str) -> datetime | None:
     text = value.strip()
     if len(text) > 10:  # the common case, a full dateTime: no regex needed
         try:
@@ -313,7 +339,12 @@ class _Content:
         return value
 
 
-@functools.lru_cache(maxsize=8192)
+def _model_entry_bytes(args: tuple[Any, ...], result: Any) -> int:
+    content = next(arg for arg in args if isinstance(arg, _Content))
+    return MODEL_BYTES_PER_JSON_BYTE * len(content.canonical) + 256
+
+
+@byte_bounded_cache(VALIDATED_RESOURCES_BYTES, _model_entry_bytes)
 def _validate_cached(model: Any, content: _Content, max_repairs: int) -> tuple[Any | None, str | None]:
     """Cached :func:`validate`. The models it returns are shared between calls: callers only read them."""
     return _validate_uncached(model, content.take(), max_repairs)
@@ -374,7 +405,7 @@ def _complex_elements(model: Any) -> dict[str, tuple[Any, bool]]:
     return found
 
 
-@functools.lru_cache(maxsize=16384)
+@byte_bounded_cache(VALIDATED_ELEMENTS_BYTES, _model_entry_bytes)
 def _validated_element(klass: Any, content: _Content) -> Any | None:
     try:
         return klass.model_validate(content.take())

@@ -51,16 +51,19 @@ _DATE_IN_TEXT = re.compile(r"(?<![\d-])(\d{4}-\d{2}-\d{2})(?![\d-])")
 
 
 def fixtures_dir() -> Path:
-    """``fixtures/`` of the repository: ``$LUPUS_CDS_FIXTURES_DIR``, else next to this package (an editable
-    install or a checkout), else ``./fixtures``."""
+    """``fixtures/`` of the repository: ``$LUPUS_CDS_FIXTURES_DIR``, else the copy a wheel carries
+    (``plugin/fixture_files``, see setup.py), else next to this package (a checkout or an editable install),
+    else ``./fixtures``."""
     configured = os.environ.get("LUPUS_CDS_FIXTURES_DIR")
     candidates = [Path(configured)] if configured else []
-    candidates += [Path(__file__).resolve().parent.parent / "fixtures", Path.cwd() / "fixtures"]
+    here = Path(__file__).resolve().parent
+    candidates += [here / "fixture_files", here.parent / "fixtures", Path.cwd() / "fixtures"]
     for candidate in candidates:
         if (candidate / "patients").is_dir():
             return candidate
     raise FileNotFoundError(
-        "fixtures/ not found: run from a checkout of lupus-cds or set LUPUS_CDS_FIXTURES_DIR")
+        "the fixture patients were not found: install lupus-cds from a wheel built from the repository "
+        "(README.md, 'Install'), run from a checkout, or set LUPUS_CDS_FIXTURES_DIR")
 
 
 def patient_names(root: Path | None = None) -> list[str]:

@@ -380,6 +380,8 @@ def has_ingredient_in(info: MedicationInfo, valueset_name: str) -> bool:
         rxcui = _ingredient_names().get(ingredient.name.lower())
         if rxcui and terminology.in_valueset(valueset_name, terminology.RXNORM, rxcui):
             return True
+        if terminology.in_valueset(valueset_name, terminology.INGREDIENT_NAME, ingredient.name.lower()):
+            return True  # a class member known by name only (no verified RxCUI)
     return False
 
 

@@ -307,9 +307,9 @@ RULEBOOK: tuple[RuleSpec, ...] = (
             "same therapy not added, courses ended despite their status, and dosage lines that could not be "
             "read. Never an action that changes a medication. A current anticonvulsant is added to this card, and a "
             "known steroid myopathy is named.",
-            "A child: the card says the adult dose bands and SLE target do not apply and gives the dose in "
-            "mg/kg/day (prednisone-equivalent mg/day / the newest measured body weight within the weight "
-            "look-back).",
+            "A child (when an adult would get a non-pulse card): info 'in a child: adult dose bands do not "
+            "apply', with the dose in mg/kg/day (prednisone-equivalent mg/day / the newest measured body weight "
+            "within the weight look-back) in the summary and its arithmetic in the detail.",
         ),
         settings=(
             "steroid_target_mg",

@@ -547,13 +547,27 @@ def steroid_rule(facts: PatientFacts, settings: Settings) -> Finding | None:
         return Finding("steroid", STEROID_REVIEW, WARNING, "pulse", data)
     if not current:
         return None
+    finding = adult_steroid_band(data, settings)
+    if finding is None or not total or not is_child(facts, settings):
+        return finding
+    # A child: the adult bands and the SLE maintenance target do not apply, so the card states the dose (per kg
+    # of a recent weight) for review rather than grading it; it shows whenever an adult would get a card.
+    weight = recent_weight(facts, settings)
+    if weight is not None:
+        data["per_kg"] = float(total) / float(weight.canonical)
+    return Finding("steroid", STEROID_REVIEW, INFO, "child", data)
+
+
+def adult_steroid_band(data: dict[str, Any], settings: Settings) -> Finding | None:
+    """The adult dose bands (Buttgereit 2002) and the SLE maintenance target on the current total."""
+    total = data["total"]
     if total > settings.steroid_very_high_above_mg:
         return Finding("steroid", STEROID_REVIEW, WARNING, "very-high", data)
     if total > settings.steroid_high_above_mg:
         return Finding("steroid", STEROID_REVIEW, WARNING, "high", data)
     if total > settings.steroid_low_max_mg:
         return Finding("steroid", STEROID_REVIEW, INFO, "medium", data)
-    if not_computable:
+    if data["not_computable"]:
         return Finding("steroid", STEROID_REVIEW, INFO, "not-computable", data)
     if total > settings.steroid_target_mg and settings.steroid_card_above_target:
         return Finding("steroid", STEROID_REVIEW, INFO, "above-target", data)

@@ -2,8 +2,9 @@
 
 Values come from the application's settings mapping (``HookRequest.config`` / the ``config`` given to
 ``cds_services``), whose ``LUPUS_CDS_*`` keys may come from the environment as strings, so each value is
-parsed here. A key that is absent takes the default listed in :data:`SETTINGS`; a key that cannot be
-parsed raises :class:`ValueError` naming the key (a mis-typed threshold must not silently change care).
+parsed here. A key that is absent (or empty) takes the default listed in :data:`SETTINGS`; a key that cannot
+be parsed raises :class:`~cds_hooks.config.ConfigError` (a ``ValueError``) naming the key (a mis-typed
+threshold must not silently change care).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from cds_hooks.config import ConfigError, parse_bool
 
 
 @dataclass(frozen=True)
@@ -454,22 +457,16 @@ SETTINGS: dict[str, SettingSpec] = {
 def parse_value(spec: SettingSpec, raw: Any) -> Any:
     """``raw`` (possibly an environment string) as ``spec.kind``; :class:`ValueError` names the key."""
     if spec.kind is bool:
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in {"1", "true", "yes", "on"}:
-            return True
-        if text in {"0", "false", "no", "off", ""}:
-            return False
-        raise ValueError(f"{spec.key} must be true or false, got {raw!r}")
+        # the protocol layer's one list of spellings (cds_hooks.config.TRUE_WORDS / FALSE_WORDS)
+        return spec.default if raw == "" else parse_bool(raw, spec.key)
     if spec.kind is str:
         return "" if raw is None else str(raw).strip()
     try:
         value = spec.kind(str(raw).strip()) if isinstance(raw, str) else spec.kind(raw)
     except (TypeError, ValueError):
-        raise ValueError(f"{spec.key} must be a number, got {raw!r}") from None
+        raise ConfigError(spec.key, f"{raw!r} is not a number") from None
     if value < 0:
-        raise ValueError(f"{spec.key} must not be negative, got {raw!r}")
+        raise ConfigError(spec.key, f"{raw!r} must not be negative")
     return value
 
 

@@ -30,6 +30,9 @@ ICD10_WHO = "http://hl7.org/fhir/sid/icd-10"
 LOINC = "http://loinc.org"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 CPT = "http://www.ama-assn.org/go/cpt"
+#: local code system of ingredient names, for a drug-class member with no verified RxNorm code (voclosporin):
+#: matched against the ingredient name read from a product name or text
+INGREDIENT_NAME = "https://lupus-cds.example.org/fhir/CodeSystem/ingredient-name"
 
 PREFIX_EXTENSION = "https://lupus-cds.example.org/fhir/StructureDefinition/code-prefix"
 #: an include-level label naming the group its codes belong to (cardiopulmonary-causes: 'heart failure', ...)

@@ -1,4 +1,4 @@
-"""Real FHIR and SMART servers on 127.0.0.1 for the fetch tests (see /work/shared/docs/TESTBED.md).
+"""Real FHIR and SMART servers on 127.0.0.1 for the fetch tests (ports and readiness: ``tests/readiness.py``).
 
 * **SEKMET** (``sekmet-fhir``, PyPI, pinned): a FHIR R4 server with a SMART Backend Services token
   endpoint that its FHIR API enforces (401 without or with a bad/expired token, 403 outside the
@@ -31,7 +31,6 @@ import fcntl
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,11 @@ from typing import Any
 
 import pytest
 import requests
+
+try:
+    from readiness import DEFAULT_DEADLINE, free_port, wait_until_ready
+except ImportError:  # run as ``python -m tests.fhir_testbed`` (deploy/bootstrap)
+    from tests.readiness import DEFAULT_DEADLINE, free_port, wait_until_ready
 
 from cds_hooks import ServiceDefinition, hookimpl
 from cds_hooks.fhir_server import FHIRServerError, LocalFHIRServer, stop_process
@@ -71,26 +75,11 @@ class TestbedError(RuntimeError):
 
 # --- processes and ports -------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_http(url: str, seconds: float, process: subprocess.Popen | None = None, log: Path | None = None
-                  ) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            tail = log.read_text()[-2000:] if log and log.exists() else ""
-            raise TestbedError(f"server exited with {process.returncode} before answering {url}\n{tail}")
-        try:
-            if requests.get(url, timeout=1).status_code < 500:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    raise TestbedError(f"{url} did not answer within {seconds} s")
+def wait_for_http(url: str, process: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    try:
+        wait_until_ready(url, process=process, log_path=log, statuses=range(200, 500))
+    except AssertionError as exc:
+        raise TestbedError(str(exc)) from None
 
 
 @contextlib.contextmanager
@@ -246,6 +235,10 @@ class FHIRTestServer(LocalFHIRServer):
         self.es_client_key = ClientKey.generate(keys, "cds-service-es", "ES384")
         self.jwks_url = f"http://127.0.0.1:{self.jwks_port}/.well-known/jwks.json"
 
+    def start(self, timeout: float = DEFAULT_DEADLINE) -> FHIRTestServer:
+        super().start(timeout)  # a loaded machine may need long for SEKMET's first start
+        return self
+
     def settings(self) -> dict[str, Any]:
         settings = super().settings()
         settings["server_auth"] = {
@@ -348,7 +341,8 @@ class FHIRTestServer(LocalFHIRServer):
 
 # --- oidc-provider --------------------------------------------------------------------------------------
 
-#: TESTBED.md appendix C, with the port, client key set and resource taken from the environment
+#: an oidc-provider authorization server for client_credentials with private_key_jwt only, its port, client key
+#: set and resource taken from the environment
 OIDC_AS_SCRIPT = r"""
 import fs from 'node:fs';
 import Provider from 'oidc-provider';
@@ -425,7 +419,7 @@ class OIDCProvider:
             self.process = subprocess.Popen([shutil.which("node") or "node", str(script)], cwd=folder, env=env,
                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            wait_for_http(f"{self.issuer}/.well-known/openid-configuration", 30, self.process, self.log_path)
+            wait_for_http(f"{self.issuer}/.well-known/openid-configuration", self.process, self.log_path)
         except TestbedError:
             self.stop()
             raise
@@ -553,8 +547,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        print(f"SEKMET: {ensure_sekmet()}")
-        print(f"oidc-provider: {ensure_oidc_provider()}")
+        for what, ensure in ((f"SEKMET ({SEKMET_REQUIREMENT})", ensure_sekmet),
+                             (f"oidc-provider {OIDC_PROVIDER_VERSION} (npm)", ensure_oidc_provider)):
+            started = time.monotonic()
+            print(f"{what}: {ensure()} ({time.monotonic() - started:.0f} s)", flush=True)
         if args.check:
             with tempfile.TemporaryDirectory() as scratch:
                 server = FHIRTestServer(Path(scratch) / "sekmet").start()

@@ -20,32 +20,21 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 import pytest
+from readiness import free_port, wait_until
 
 HINT = "run `deploy/bootstrap test` (it installs the Debian packages postgresql and redis-server)"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_port(port: int, seconds: float, process: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if process is not None and process.poll() is not None:
-                raise RuntimeError(f"server exited with {process.returncode}") from None
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {seconds} s")
+def _listens(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 # --- PostgreSQL ----------------------------------------------------------------------------------------
@@ -83,18 +72,26 @@ class PostgresServer:
             self.as_user = ["runuser", "-u", "postgres", "--"]
 
     def _run(self, *args: str) -> None:
-        result = subprocess.run([*self.as_user, *args], capture_output=True, text=True, timeout=120)
+        result = subprocess.run([*self.as_user, *args], capture_output=True, text=True, timeout=300)
         if result.returncode != 0:
             raise RuntimeError(f"{Path(args[0]).name} failed: {result.stdout}\n{result.stderr}")
 
     def start(self) -> PostgresServer:
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust",
                   "-E", "UTF8", "--no-sync")
+        return self.resume()
+
+    def resume(self) -> PostgresServer:
+        """Start the server on its data (again); returns once it accepts connections (``pg_ctl -w``)."""
         options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.root} "
                    "-c max_connections=200")
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"),
-                  "-o", options, "-w", "-t", "60", "start")
+                  "-o", options, "-w", "-t", "180", "start")
         return self
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data (a database outage, for tests)."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "-t", "180", "stop")
 
     def stop(self) -> None:
         try:
@@ -135,7 +132,8 @@ class RedisServer:
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.root), "--protected-mode", "yes"],
             stdout=open(self.root / "server.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
-        _wait_for_port(self.port, 20, self.process)
+        wait_until(lambda: _listens(self.port), f"redis-server on port {self.port}", process=self.process,
+                   log_path=self.root / "server.log")
         return self
 
     @property
@@ -161,6 +159,16 @@ def postgres():
     try:
         server.start()
         yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL server of this test alone (to stop and start it mid-test)."""
+    server = PostgresServer()
+    try:
+        yield server.start()
     finally:
         server.stop()
 

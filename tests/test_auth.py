@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import patient_view_request
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
@@ -628,6 +629,48 @@ def test_spec_vector_with_static_keys_rejects_its_jku():
     assert reason_of(auth, header, [payload["aud"]]) == "jku"
 
 
+def test_spec_vector_verifies_against_pinned_keys_when_the_client_also_names_its_jwks_url():
+    """The CDS Hooks Sandbox puts a jku in every token. A client registered with its keys inline AND its
+    jwks_url is verified against the inline keys (pinned, offline), never fetched; the jku must still be
+    that jwks_url."""
+    header, token, payload, jwks, jku = spec_vector()
+    client = TrustedClient(iss=payload["iss"], jwks=load_static(jwks), jwks_url=jku)
+    auth = ClientAuthenticator([client], clock=FakeClock(payload["iat"] + 10), max_lifetime=10**9,
+                               http_get=fail_http)
+    assert auth.verify(header, [payload["aud"]]).iss == payload["iss"]
+
+
+def test_pinned_keys_refuse_a_foreign_jku_and_an_unknown_kid_without_fetching(clock, ec_key, tmp_path):
+    path = write(tmp_path, {"clients": [{"iss": ISS, "jwks": public_jwks((ec_key, "key-1")), "jwks_url": JWKS_URL}]})
+    (client,) = load_clients(path)
+    assert client.jwks is not None and client.jwks_url == JWKS_URL
+    auth = ClientAuthenticator([client], clock=clock, http_get=fail_http)
+    assert auth.verify(f"Bearer {sign(ec_key, jku=JWKS_URL)}", [AUD]).iss == ISS
+    assert auth.verify(f"Bearer {sign(ec_key)}", [AUD]).iss == ISS
+    assert reason_of(auth, f"Bearer {sign(ec_key, jku='https://attacker.example/jwks.json')}") == "jku"
+    assert reason_of(auth, f"Bearer {sign(ec_key, kid='rotated', jku=JWKS_URL)}") == "kid"
+
+
+def test_a_wrong_aud_is_logged_with_the_audience_expected(secure_clients_app, caplog):
+    """The usual cause is LUPUS_CDS_PUBLIC_URL: the log names what was expected (never the token)."""
+    app, keys = secure_clients_app
+    token = keys.token("http://internal-host:8080/cds-services/patient-greeter")
+    caplog.set_level(logging.INFO)
+    response = app.test_client().post("/cds-services/patient-greeter", json=patient_view_request(),
+                                      headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401
+    line = next(r.getMessage() for r in caplog.records if "rejected client JWT" in r.getMessage())
+    assert "expected 'https://cds.example.org/cds-services/patient-greeter'" in line
+    assert "same path on another base URL: check LUPUS_CDS_PUBLIC_URL" in line
+    assert "internal-host" not in caplog.text  # the token's own aud is not quoted: it could hold anything
+    assert token not in caplog.text and "1288992" not in caplog.text  # no token, no patient id
+
+
+@pytest.fixture
+def secure_clients_app(make_app, client_keys):
+    return make_app(LUPUS_CDS_ALLOW_UNSIGNED=False, LUPUS_CDS_CLIENTS=str(client_keys.clients_file)), client_keys
+
+
 # --- nothing leaks -------------------------------------------------------------------------------
 
 def test_token_never_appears_in_exceptions_or_logs(auth, ec_key, rsa_key, clock, caplog):
@@ -692,8 +735,8 @@ def test_clients_file_is_loaded(tmp_path, ec_key, clock):
     ({"client": []}, '{"clients"'),
     ({"clients": ["x"]}, "expected an object"),
     ({"clients": [{"jwks_url": JWKS_URL}]}, "'iss'"),
-    ({"clients": [{"iss": ISS}]}, "exactly one of"),
-    ({"clients": [{"iss": ISS, "jwks_url": JWKS_URL, "jwks": {"keys": []}}]}, "exactly one of"),
+    ({"clients": [{"iss": ISS}]}, "'jwks_url'/'jwks_urls' (where it publishes them) or both"),
+    ({"clients": [{"iss": ISS, "jwks_url": JWKS_URL, "jwks": {"keys": []}}]}, "at least one key"),
     ({"clients": [{"iss": ISS, "jwks_uri": JWKS_URL}]}, "jwks_uri"),
     ({"clients": [{"iss": ISS, "jwks_url": "ftp://x.example/jwks"}]}, "jwks_url"),
     ({"clients": [{"iss": ISS, "jwks_url": JWKS_URL, "tenant": 5}]}, "tenant"),

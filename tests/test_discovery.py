@@ -42,3 +42,10 @@ def test_disc_3_no_services_gives_empty_array(make_app):
     response = make_app(plugins=()).test_client().get("/cds-services")
     assert response.status_code == 200
     assert response.get_json() == {"services": []}
+
+
+def test_discovery_answers_with_a_trailing_slash_too(client):
+    """``GET /cds-services/`` is the same document, not a 404."""
+    plain, slashed = client.get("/cds-services"), client.get("/cds-services/")
+    assert slashed.status_code == 200
+    assert slashed.get_json() == plain.get_json() and slashed.get_json()["services"]

@@ -8,12 +8,11 @@ in ``test_fhir_faults.py``.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 pytest.register_assert_rewrite("fhir_testbed")
 from fhir_testbed import PROBE_TEMPLATES, ProbePlugin, hook_request, probe_result  # noqa: E402
+from readiness import wait_until  # noqa: E402
 
 from cds_hooks.auth import VerifiedClient  # noqa: E402
 
@@ -117,13 +116,33 @@ def test_paginated_prefetch_without_access_keeps_its_first_page_and_says_so(
     assert any(gap.startswith("observations:") for gap in result["gaps"])
 
 
-def test_a_read_that_finds_nothing_is_no_data_like_a_null_prefetch(sandbox_app, fhir_server):
-    app = sandbox_app()
+def test_a_patient_the_fhir_server_does_not_have_is_412_naming_it(sandbox_app, make_app, fhir_server):
+    """A 404 on Patient/{id} in the fetch path: the EHR's context names a patient its own FHIR server does
+    not have. Cards for an empty record (200 {"cards": []}) would read as "nothing to worry about": the
+    answer is 412 naming the missing data (PF-12), without the id."""
+    response = call(sandbox_app(), with_token(fhir_server, "no-such-patient"))
+    assert response.status_code == 412
+    issue = response.get_json()["issue"][0]
+    assert issue["expression"] == ["prefetch.patient"]
+    assert "the FHIR server has no Patient with the id given in the request's context" in issue["diagnostics"]
+    assert "no-such-patient" not in response.get_data(as_text=True)
+
+    from plugin import hooks as lupus  # the clinical service, called by an EHR that sends no prefetch
+
+    app = make_app(plugins=[lupus], LUPUS_CDS_SANDBOX_FHIR_SERVERS=fhir_server.base_url)
+    body = with_token(fhir_server, "no-such-patient")
+    response = app.test_client().post("/cds-services/lupus-fasciculation-patient-view", json=body)
+    assert response.status_code == 412, response.get_data(as_text=True)
+    assert response.get_json()["issue"][0]["expression"] == ["prefetch.patient"]
+
+
+def test_a_null_patient_prefetch_is_still_no_data(sandbox_app, fhir_server):
+    """What the client prefetched as null stays "no data" (PF-9): only the service's own read is checked."""
     context = {"userId": "Practitioner/testbed", "patientId": "no-such-patient"}
-    prefetched = probe_result(call(app, hook_request("no-such-patient", fhir_server.prefetch_for(TEMPLATES, context))))
-    fetched = probe_result(call(app, with_token(fhir_server, "no-such-patient")))
-    assert fetched == prefetched
-    assert fetched["keys"]["patient"]["status"] == "no-data"
+    prefetch = fhir_server.prefetch_for(TEMPLATES, context)
+    assert prefetch["patient"] is None
+    result = probe_result(call(sandbox_app(), hook_request("no-such-patient", prefetch)))
+    assert result["keys"]["patient"]["status"] == "no-data"
 
 
 def test_scope_denial_leaves_a_stated_gap_or_412_when_required(sandbox_app, fhir_server, testbed_patients):
@@ -151,8 +170,8 @@ def test_an_expired_ehr_token_gives_412(make_app, short_token_fhir_server):
     ada = server.load("two-patients.json")["urn:uuid:7e57bed0-0000-4000-8000-000000000001"]
     token = server.backend_token()["access_token"]  # lives 1 s
     assert server.get(f"Patient/{ada}", token).status_code == 200
-    time.sleep(2.2)
-    assert server.get(f"Patient/{ada}", token).status_code == 401
+    wait_until(lambda: server.get(f"Patient/{ada}", token).status_code == 401, "SEKMET refuses the expired token",
+               deadline=60, interval=0.25)
     app = make_app(plugins=[ProbePlugin(TEMPLATES)], LUPUS_CDS_SANDBOX_FHIR_SERVERS=server.base_url)
     response = call(app, with_token(server, ada, token))
     assert response.status_code == 412

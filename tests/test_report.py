@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
@@ -144,7 +144,9 @@ def test_a_slow_database_never_slows_the_caller_and_a_full_queue_drops_and_count
     started = time.perf_counter()
     for _ in range(10):
         log.issued("svc", "patient-view", _cards(3), NOW)
-    assert time.perf_counter() - started < 0.5, "enqueueing must not wait for the database"
+    # The database is stuck for 10 s: returning well before that proves nobody waited for it (the margin
+    # is for a loaded machine).
+    assert time.perf_counter() - started < 5, "enqueueing must not wait for the database"
     dropped = REGISTRY.get_sample_value("cds_issued_cards_dropped_total", {"why": "queue-full"})
     dropped -= dropped_before
     assert dropped > 0
@@ -176,3 +178,28 @@ def test_queue_size_zero_records_nothing(make_app):
     app = make_app(LUPUS_CDS_ISSUED_CARDS_QUEUE="0")
     app.test_client().post(SERVICE, json=patient_view_request())
     assert _issued_rows(app.extensions["cds_hooks"].feedback_store) == []
+
+
+def _axis_dates(svg: str) -> set[date]:
+    import re
+
+    return {date.fromisoformat(day) for day in re.findall(r">\s*(\d{4}-\d{2}-\d{2})\s*<", svg)}
+
+
+@pytest.mark.parametrize("days", [[date(2026, 11, 25)], [date(2026, 11, 2), date(2026, 11, 25)],
+                                  [date(2026, 1, 10), date(2026, 11, 25)]], ids=["one day", "weeks", "months"])
+def test_the_chart_time_axis_spans_the_data(days):
+    """One day of data used to be drawn on an axis from 2025 to 2029."""
+    from cds_hooks.report import TopicStats, acceptance_chart_svg, chart_days
+
+    entry = TopicStats("ck-testing", shown=2 * len(days))
+    for day in days:
+        entry.daily[day] = [2, 1]
+    stats = {"ck-testing": entry}
+    assert chart_days(stats) == (days[0], days[-1])
+    labels = _axis_dates(acceptance_chart_svg(stats))
+    assert len(labels) >= 2, "the axis is labelled with dates"
+    margin = timedelta(days=1)
+    assert days[0] - margin <= min(labels) and max(labels) <= days[-1] + margin  # nothing beyond the data
+    quarter = (days[-1] - days[0]) / 4
+    assert min(labels) <= days[0] + quarter and max(labels) >= days[-1] - quarter  # and the data is all there

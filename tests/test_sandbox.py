@@ -16,27 +16,24 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import requests
+from conftest import ROOT
+from readiness import free_port, wait_until
 
 from plugin import fixtures
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def lupus_cds() -> list[str]:
-    script = Path(sys.executable).parent / "lupus-cds"
-    return [str(script)] if script.exists() else [sys.executable, "-c", "from cds_hooks.cli import main; main()"]
+    """``lupus-cds`` of THIS checkout: run with ``cwd=ROOT``, ``python -c`` imports the packages from the
+    checkout first. (The venv's ``lupus-cds`` script imports whatever checkout the venv was installed from,
+    which need not be the one under test.)"""
+    return [sys.executable, "-c", "from cds_hooks.cli import main; main()"]
 
 
 def curl(url: str, body_file: Path) -> dict:
@@ -62,15 +59,14 @@ def sandbox(tmp_path_factory):
     with open(log_path, "w") as log:
         process = subprocess.Popen([*lupus_cds(), "sandbox", "--port", str(port), "--fhir-port", str(fhir_port),
                                     "--sekmet", str(sekmet), "--workdir", str(workdir / "run")],
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 180
-    output = ""
-    while "is running" not in output:
-        output = log_path.read_text()
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"lupus-cds sandbox did not start:\n{output[-3000:]}", pytrace=False)
-        time.sleep(0.2)
+                                   cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: "is running" in log_path.read_text(), "lupus-cds sandbox prints that it is running",
+                   process=process, log_path=log_path, deadline=300)
+    except AssertionError as exc:
+        process.kill()
+        pytest.fail(str(exc), pytrace=False)
+    output = log_path.read_text()
     rendered_for = re.search(r"dates rendered for (\d{4}-\d{2}-\d{2})", output).group(1)
     info = {"process": process, "log": log_path, "workdir": workdir, "service": f"http://127.0.0.1:{port}",
             "fhir": f"http://127.0.0.1:{fhir_port}/fhir", "fhir_port": fhir_port,
@@ -141,3 +137,115 @@ def test_ctrl_c_stops_both_servers(sandbox):
         requests.get(f"{sandbox['fhir']}/metadata", timeout=2)
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{sandbox['service']}/cds-services", timeout=2)
+
+
+# --- the command's own checks (no servers started) -------------------------------------------------------
+
+def _tcp_states(port: int) -> set[str]:
+    """The states of the IPv4 TCP sockets whose local port is ``port`` (/proc/net/tcp; 06 = TIME_WAIT)."""
+    states = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1].rsplit(":", 1)[1], 16) == port:
+            states.add(fields[3])
+    return states
+
+
+def test_a_port_whose_server_just_stopped_is_free_again():
+    """Restarting right after Ctrl-C: the stopped server's connections linger in TIME_WAIT, which the servers
+    (binding with SO_REUSEADDR) do not mind, so the port check must not mind either."""
+    from plugin.sandbox import HOST, port_free
+
+    port = free_port()
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((HOST, port))
+    listener.listen()
+    client = socket.create_connection((HOST, port))
+    accepted, _ = listener.accept()
+    assert not port_free(port)  # a server listens
+    accepted.close()  # the server side closes first, so its end waits in TIME_WAIT
+    client.close()
+    listener.close()
+    wait_until(lambda: _tcp_states(port) == {"06"}, "the stopped server's connection is in TIME_WAIT", deadline=30)
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind((HOST, port))  # what the old check did: "in use"
+    assert port_free(port)
+
+
+def test_cors_origins_come_from_the_option_then_the_environment_then_the_public_sandbox():
+    from plugin.sandbox import PUBLIC_SANDBOX, cors_origins
+
+    assert cors_origins((), {}) == PUBLIC_SANDBOX
+    assert cors_origins((), {"LUPUS_CDS_CORS_ORIGINS": "https://ehr.example.org"}) == "https://ehr.example.org"
+    assert cors_origins((), {"LUPUS_CDS_CORS_ORIGINS": ""}) == ""  # set but empty: no CORS, as for serve
+    assert cors_origins(("https://a.example", "*"), {"LUPUS_CDS_CORS_ORIGINS": "https://b.example"}) \
+        == "https://a.example,*"
+
+
+def test_the_clients_file_is_extended_with_the_sandboxs_own_fhir_server():
+    from plugin.sandbox import clients_for_this_sandbox, read_clients
+
+    shipped = read_clients(str(fixtures.fixtures_dir() / "clients.sandbox.json"))
+    extended = clients_for_this_sandbox(shipped, "http://127.0.0.1:18090/fhir")
+    (client,) = extended["clients"]
+    assert client["fhir_servers"] == ["http://127.0.0.1:8090/fhir", "http://127.0.0.1:18090/fhir"]
+    assert clients_for_this_sandbox(shipped, "http://127.0.0.1:8090/fhir")["clients"][0]["fhir_servers"] == [
+        "http://127.0.0.1:8090/fhir"]
+    assert shipped["clients"][0]["fhir_servers"] == ["http://127.0.0.1:8090/fhir"]  # the file itself unchanged
+
+
+def test_a_bad_clients_file_is_refused_before_anything_starts(tmp_path):
+    from click.testing import CliRunner
+
+    from plugin.sandbox import sandbox_command
+
+    bad = tmp_path / "clients.json"
+    bad.write_text('{"clients": [{"iss": "https://x.example"}]}')
+    result = CliRunner().invoke(sandbox_command, ["--clients", str(bad), "--sekmet", "/nonexistent/sekmet"])
+    assert result.exit_code == 1 and "'jwks'" in result.output and "SEKMET" not in result.output
+
+
+# --- verified JWTs, another FHIR port, another CORS origin -----------------------------------------------
+
+def test_with_clients_and_another_fhir_port_signed_calls_fetch_from_the_sandbox(tmp_path):
+    """``--clients`` trusts the file's clients to make the service read THIS sandbox's FHIR server (the
+    file names port 8090); the banner drops the unsigned curl hint; ``--cors-origin`` is honoured."""
+    from conftest import ClientKeys
+    from fhir_testbed import ensure_sekmet
+
+    keys = ClientKeys(tmp_path)  # a trusted client whose keys are inline: no network needed
+    port, fhir_port = free_port(), free_port()
+    log_path = tmp_path / "sandbox.out"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([*lupus_cds(), "sandbox", "--port", str(port), "--fhir-port", str(fhir_port),
+                                    "--sekmet", str(ensure_sekmet()), "--clients", str(keys.clients_file),
+                                    "--cors-origin", "https://ehr.example.org", "--workdir", str(tmp_path / "run")],
+                                   cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: "is running" in log_path.read_text(), "lupus-cds sandbox --clients is running",
+                   process=process, log_path=log_path, deadline=300)
+        banner = log_path.read_text()
+        assert "curl -s -X POST" not in banner and "need a client JWT" in banner
+        assert "CORS origins          : https://ehr.example.org" in banner
+        assert f"feedback stored in    : {tmp_path / 'run' / 'feedback.sqlite3'}" in banner
+
+        now = datetime.fromisoformat(re.search(r"dates rendered for (\d{4}-\d{2}-\d{2})", banner).group(1)
+                                     + "T12:00:00+00:00").astimezone(UTC)
+        url = f"http://127.0.0.1:{port}/cds-services/{fixtures.SERVICE_PREFIX}-patient-view"
+        body = fixtures.load_request("sle-twitching-no-labs", "patient-view", prefetch=False, now=now,
+                                     fhir_server=f"http://127.0.0.1:{fhir_port}/fhir")
+        assert requests.post(url, json=body, timeout=60).status_code == 401  # unsigned: refused
+        answer = requests.post(url, json=body, timeout=60,
+                               headers={**keys.header(url), "Origin": "https://ehr.example.org"})
+        assert answer.status_code == 200, answer.text  # not 412: the sandbox's FHIR server may be read
+        assert answer.headers["Access-Control-Allow-Origin"] == "https://ehr.example.org"
+        assert fixtures.card_digest(answer.json()["cards"]) == fixtures.load_expected(
+            "sle-twitching-no-labs", "patient-view", now=now)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()

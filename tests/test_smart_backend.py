@@ -20,6 +20,7 @@ pytest.register_assert_rewrite("fhir_testbed")
 from fhir_testbed import FULL_SCOPE, PROBE_TEMPLATES, ClientKey, ProbePlugin, hook_request, probe_result  # noqa: E402
 from joserfc import jwt  # noqa: E402
 from joserfc.jwk import KeySet  # noqa: E402
+from readiness import wait_until  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
 from cds_hooks.errors import FHIRUnauthorized  # noqa: E402
@@ -139,8 +140,10 @@ def test_a_cached_token_the_server_refuses_is_renewed_once(short_token_fhir_serv
     ada = server.load("two-patients.json")["urn:uuid:7e57bed0-0000-4000-8000-000000000001"]
     clients = load_smart_clients(server.smart_clients_file(tmp_path / "smart.json"))
     backend = BackendServices(clients, cache=MemoryTokenCache())
-    stale = server.backend_token()["access_token"]
-    time.sleep(2.2)  # SEKMET now answers 401 "expired" to it; our cache still believes in it
+    stale = server.backend_token()["access_token"]  # lives 1 s
+    # Until SEKMET answers 401 "expired" to it; our cache will still believe in it.
+    wait_until(lambda: server.get(f"Patient/{ada}", stale).status_code == 401, "SEKMET refuses the expired token",
+               deadline=60, interval=0.25)
     backend.cache.set(clients[0].cache_key, {"access_token": stale, "expires_at": time.time() + 600},
                       time.time() + 600)
     fetcher = FHIRFetcher(backend=backend, allow_unsigned=True, sandbox_servers=[server.base_url])

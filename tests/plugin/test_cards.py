@@ -174,6 +174,7 @@ def test_short_fallback_summaries_fit_with_wide_values():
         "ca_value": "10.25",
         "ca_unit": "mg/dL",
         "ca_corrected": " (corrected)",
+        "per_kg": " (12.34 mg/kg/day)",
     }
     for variant, _full, short in card_text.all_summary_templates():
         assert len(short.format(**wide)) < 140, variant

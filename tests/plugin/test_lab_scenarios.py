@@ -420,15 +420,20 @@ def test_10_2_the_rule_book_prints_each_default_with_its_source():
     assert "LUPUS_CDS_HYPERKALEMIA_MMOL_L = 5.5" in text
 
 
-def test_voclosporin_is_not_shipped_without_a_verified_rxcui():
-    """10.5 asked for voclosporin; no public source searched states its RxNorm ingredient RxCUI, so the value
-    set says so instead of carrying an unverified number (recognised by a verified code only)."""
+def test_10_5_voclosporin_is_a_calcineurin_inhibitor_recognised_by_name():
+    """10.5: voclosporin (Lupkynis, FDA NDA 213716) is added to the calcineurin inhibitors. No public source
+    gives its RxNorm ingredient RxCUI, so it is matched by the ingredient name of its product, whatever code
+    the EHR sends with it; like tacrolimus it raises potassium and lowers magnesium."""
     from plugin import terminology
 
-    document = terminology.valueset("calcineurin-inhibitors")
-    assert "Voclosporin" in document["purpose"] and "left out" in document["purpose"]
-    assert {c["display"] for i in document["compose"]["include"] for c in i["concept"]} == {"tacrolimus",
-                                                                                          "cyclosporine"}
+    assert terminology.in_valueset("calcineurin-inhibitors", terminology.INGREDIENT_NAME, "voclosporin")
+    product = b.medication_request("99999999", "voclosporin 7.9 MG Oral Capsule")  # code unknown to us
+    cards = run(baseline(b.potassium(6.4, interpretation="HH"), b.magnesium(2.0), product))
+    detail = card(cards, E_ABNORMAL)["detail"]
+    assert "Lowers magnesium, raises potassium and causes tremor: voclosporin" in detail
+    brand = b.medication_request("99999998", "LUPKYNIS 7.9 MG Oral Capsule")
+    detail = card(run(baseline(b.potassium(4.0), brand)), E_TESTING)["detail"]  # magnesium missing
+    assert "Lowers magnesium, raises potassium and causes tremor: LUPKYNIS" in detail
 
 
 def test_10_2_haemolysis_named_in_a_local_interpretation_coding_counts():

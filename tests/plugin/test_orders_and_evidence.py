@@ -247,6 +247,20 @@ def test_10_5_child_steroid_card_gives_the_dose_per_kg_and_says_adult_bands_do_n
     assert "40 mg/day / 52 kg = 0.77 mg/kg/day prednisone-equivalent" in steroid["detail"]
 
 
+def test_10_5_child_steroid_summary_states_the_dose_per_kg_instead_of_adult_bands():
+    """An adult on 60 mg/day gets 'high dose' (warning); a child on the same dose gets the dose per kg for
+    review (info), and never the adult maintenance target."""
+    adult = card(run(baseline(prednisone(60), weight(70))), STEROID)
+    assert adult["indicator"] == "warning" and "(high dose)" in adult["summary"]
+    steroid = card(run(child("2009-09-01", prednisone(60), weight(52))), STEROID)
+    assert steroid["indicator"] == "info"
+    assert steroid["summary"].startswith("Prednisone 60 mg/day (1.15 mg/kg/day) in a child: adult dose bands do not")
+    assert "high dose" not in steroid["summary"] and "target" not in steroid["summary"]
+    no_weight = card(run(child("2009-09-01", prednisone(60))), STEROID)
+    assert no_weight["summary"].startswith("Prednisone 60 mg/day in a child")
+    assert STEROID not in topics(run(child("2009-09-01", prednisone(5))))  # an adult gets no card either
+
+
 def test_10_5_child_ck_card_says_adult_ck_ranges_do_not_apply():
     ck_order = card(run(child()), CK_TESTING)
     assert "adult CK reference ranges do not apply" in ck_order["detail"]
