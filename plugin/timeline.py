@@ -68,6 +68,15 @@ class Line:
         return (self.start is None or self.start <= moment) and (self.end is None or moment <= self.end)
 
 
+def _hands_over(line: Line, later: Line) -> bool:
+    """Does ``line`` end within a day of ``later``'s start, ``later`` having started after it (a step change)?"""
+    if later is line or later.start is None or line.end is None:
+        return False
+    if line.start is not None and later.start <= line.start:
+        return False
+    return timedelta(0) <= line.end - later.start <= timedelta(days=1)
+
+
 @dataclass(frozen=True, eq=False)
 class Record:
     """A medication record with its dosage lines on the calendar."""
@@ -77,7 +86,13 @@ class Record:
     notes: tuple[str, ...]
 
     def lines_at(self, moment: datetime) -> tuple[Line, ...]:
-        return tuple(line for line in self.lines if line.applies(moment))
+        applying = [line for line in self.lines if line.applies(moment)]
+        if len(applying) < 2:
+            return tuple(applying)
+        # Consecutive steps written with date-only bounds touch on their changeover day (step 1 ends on the
+        # 15th, step 2 starts on the 15th): the next step takes over that day, the two doses are never added.
+        # Lines that start together (a morning and an evening dose) or truly overlap still both apply.
+        return tuple(line for line in applying if not any(_hands_over(line, later) for later in applying))
 
     @property
     def ended_at(self) -> datetime | None:
