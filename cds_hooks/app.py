@@ -5,16 +5,15 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from . import config as settings
-from . import cors, jsonio, logs, metrics
+from . import cors, logs, metrics
 from .errors import (
     CDSHooksError,
     InvalidRequest,
@@ -25,58 +24,12 @@ from .errors import (
 from .feedback_store import FeedbackStore
 from .fetch import Fetcher, NoFetcher
 from .issued_cards import IssuedCardLog
-from .models import ServiceDefinition
 from .plugins import collect_services, plugin_manager
 from .redis_state import RedisState
+from .replay_store import replay_store_from_config
+from .state import CDSHooks, json_response, state  # noqa: F401  (state, json_response: public here too)
 
 log = logging.getLogger("cds_hooks")
-
-
-@dataclass
-class CDSHooks:
-    """Everything the blueprints need, kept in ``app.extensions["cds_hooks"]``."""
-
-    config: Mapping[str, Any]
-    services: dict[tuple[str, str], ServiceDefinition]
-    fetcher: Fetcher
-    authenticator: Any
-    feedback_store: FeedbackStore
-    clock: Callable[[], datetime]
-    plugin_manager: Any = None
-    by_id: dict[str, dict[str, ServiceDefinition]] = field(default_factory=dict)
-    #: Redis-backed state shared by replicas (:mod:`cds_hooks.redis_state`), or None (in-memory)
-    shared_state: Any = None
-    #: records issued cards for feedback reports (:mod:`cds_hooks.issued_cards`)
-    issued_cards: Any = None
-    #: app id -> the plugins' SMART apps, when ``LUPUS_CDS_SMART_APP`` is on (:mod:`cds_hooks.smart_launch`)
-    smart_apps: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        for (service_id, hook), service in self.services.items():
-            self.by_id.setdefault(service_id, {})[hook] = service
-
-    def audience(self, path: str) -> str:
-        """The exact URL a client JWT's ``aud`` must name for ``path`` (SEC-8)."""
-        base = self.config.get("LUPUS_CDS_PUBLIC_URL") or request.url_root.rstrip("/")
-        return base + path
-
-    def smart_app_urls(self) -> Mapping[str, str]:
-        """App id -> launch URL of each SMART app served (what cards' ``smart`` links point at)."""
-        if not self.smart_apps:
-            return _NO_APPS
-        return MappingProxyType({app_id: self.audience(f"/smart-apps/{app_id}/launch") for app_id in self.smart_apps})
-
-
-_NO_APPS: Mapping[str, str] = MappingProxyType({})
-
-
-def state() -> CDSHooks:
-    return current_app.extensions["cds_hooks"]
-
-
-def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(jsonio.dumps(body), status=status,
-                    mimetype="application/json", headers=dict(headers or {}))
 
 
 def _utc_now() -> datetime:
@@ -108,8 +61,9 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: Iterable[Any
     if authenticator is None:
         from .auth import ClientAuthenticator
 
-        # With Redis, replicas share one jti memory; without, the authenticator keeps its in-memory one.
-        shared = {"replay_store": shared_state.replay_store()} if shared_state else {}
+        # Redis for replicas on many hosts, else a SQLite file every process of this host shares.
+        replay_store = replay_store_from_config(cfg, shared_state)
+        shared = {"replay_store": replay_store} if replay_store is not None else {}
         with _setting("LUPUS_CDS_CLIENTS"):
             authenticator = ClientAuthenticator.from_config(cfg, **shared)
     if fetcher is None:
@@ -140,8 +94,17 @@ def create_app(config: Mapping[str, Any] | None = None, *, plugins: Iterable[Any
 
         app.extensions["cds_hooks"].smart_apps = smart_launch.init_app(app, pm, read_only, shared_state)
     cors.init_app(app)
+    app.after_request(_protective_headers)
     app.register_error_handler(Exception, handle_error)
     return app
+
+
+def _protective_headers(response: Response) -> Response:
+    """Answers hold patient-specific advice: no cache (browser, proxy) may keep them, and no browser may
+    read a JSON answer as anything else. A view that set its own caching (the public JWKS) keeps it."""
+    response.headers.setdefault("Cache-Control", "no-store")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 @contextlib.contextmanager
@@ -159,7 +122,7 @@ def _setting(name: str) -> Iterator[None]:
 def check_configuration(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Everything :func:`create_app` checks in the settings, without starting anything (no database or
     Redis connection, no threads): each setting parsed, each file it names read, the plugins' settings
-    validated. ``lupus-cds serve`` runs it before it starts gunicorn, so a mistake is one line at the
+    validated. ``lupus-cds serve`` runs it before it starts the server, so a mistake is one line at the
     prompt rather than workers failing to boot.
 
     :raises ConfigError: naming the setting and the fix.

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from . import config as settings
 from .app import check_configuration, create_app
 from .cards import response_problems
 from .config import ConfigError
@@ -42,19 +43,32 @@ class _Commands(click.Group):
 def cli(ctx: click.Context) -> None:
     """lupus-cds: a CDS Hooks service (see README.md)."""
     if ctx.invoked_subcommand == "serve" and not {"-h", "--help"} & set(ctx.args):
-        # gunicorn builds the app in each worker: check the settings here, where a mistake is one line.
+        # each server worker builds the app: check the settings here, where a mistake is one line.
         check_configuration()
 
 
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8080, show_default=True, type=int, help="TCP port.")
-@click.option("--workers", default=None, type=int, help="Worker processes (default: from cds_hooks/gunicorn_conf.py).")
+@click.option("--workers", default=None, type=click.IntRange(1),
+              help="Worker processes (default: LUPUS_CDS_WORKERS, else one per CPU).")
 def serve(host: str, port: int, workers: int | None) -> None:
-    """Serve the API at http://HOST:PORT/cds-services with gunicorn (a production WSGI server)."""
-    from .server import run_gunicorn
+    """Serve the API at http://HOST:PORT/cds-services with granian (a production HTTP server)."""
+    from .auth import load_clients
+    from .server import build_server, port_free, start_lines
 
-    run_gunicorn(host=host, port=port, workers=workers)
+    if not port_free(host, port):
+        raise click.ClickException(f"{host}:{port} is in use (another server listens there); stop it, or choose "
+                                   "another port with --port")
+    try:
+        server = build_server(host=host, port=port, workers=workers)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    cfg = settings.load({})  # checked already (cli group): this only reads it again
+    clients = len(load_clients(cfg["LUPUS_CDS_CLIENTS"])) if cfg.get("LUPUS_CDS_CLIENTS") else 0
+    for line in start_lines(cfg, host, port, server.workers, clients):
+        click.echo(line, err=True)
+    server.serve()
 
 
 cli.add_command(feedback_report)
@@ -114,6 +128,7 @@ def evaluate(request_file: Any, service_id: str | None, as_json: bool, now: date
     clock = (lambda: now) if now is not None else None
     # In process, nothing listens: the unsigned-mode warning (and routine INFO lines) would only be noise.
     app = create_app({"LUPUS_CDS_ALLOW_UNSIGNED": True, "LUPUS_CDS_DATABASE_URL": "sqlite://",
+                      "LUPUS_CDS_REPLAY_DB": "memory",
                       "LUPUS_CDS_LOG_FORMAT": "text", "LUPUS_CDS_LOG_LEVEL": "ERROR",
                       "LUPUS_CDS_ISSUED_CARDS_QUEUE": 0}, clock=clock)
     target = _pick_service_id(app, body["hook"], service_id)

@@ -16,9 +16,13 @@ from typing import Any
 PREFIX = "LUPUS_CDS_"
 
 
+def default_data_dir() -> Path:
+    """Where the service keeps its files by default: ``$XDG_DATA_HOME/lupus-cds`` (``~/.local/share/...``)."""
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "lupus-cds"
+
+
 def default_database_url() -> str:
-    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return f"sqlite:///{data_home / 'lupus-cds' / 'feedback.sqlite3'}"
+    return f"sqlite:///{default_data_dir() / 'feedback.sqlite3'}"
 
 
 #: name -> (default, description). The README's configuration table is generated from the same text.
@@ -51,8 +55,14 @@ SETTINGS: dict[str, tuple[Any, str]] = {
         "patient ids or resource content."),
     "LUPUS_CDS_REDIS_URL": (
         None, "Redis URL (`redis://` or `rediss://`, with password) for state shared by replicas: the "
-        "client-JWT replay store (`jti`) and the backend-services token cache. Unset: in-memory, correct "
-        "for ONE process only. When set and Redis is unreachable, client JWTs are refused (fail closed)."),
+        "client-JWT replay store (`jti`) and the backend-services token cache. Unset: the replay store is "
+        "`LUPUS_CDS_REPLAY_DB` (shared by the processes of one host) and tokens are cached per process. When "
+        "set and Redis is unreachable, client JWTs are refused (fail closed)."),
+    "LUPUS_CDS_REPLAY_DB": (
+        None, "Without `LUPUS_CDS_REDIS_URL`: the SQLite file where every process of this host records the "
+        "client-JWT `jti` values it accepted, so a token replayed to another worker is refused. Default: "
+        "`$XDG_DATA_HOME/lupus-cds/replay.sqlite3`, next to the default feedback database; it must be on a "
+        "local disk. `memory`: in-process only, for ONE process (`serve` then refuses several workers)."),
     "LUPUS_CDS_REDIS_PREFIX": (
         "cds-hooks:", "Prefix of every Redis key (to share one Redis between services)."),
     "LUPUS_CDS_REDIS_TIMEOUT": (0.5, "Redis connect and read timeout, in seconds."),
@@ -72,7 +82,9 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "LUPUS_CDS_FHIR_MAX_RESPONSE_BYTES": (
         10 * 1024 * 1024, "Largest FHIR response body accepted, in bytes; a larger one counts as a failure."),
     "LUPUS_CDS_FHIR_CONCURRENCY": (
-        8, "FHIR requests in flight at once per process (the queries of one hook call run concurrently)."),
+        8, "FHIR requests in flight at once per FHIR server (base URL), per process (the queries of one hook "
+        "call run concurrently). Each server has its own threads: one that is slow or never answers cannot "
+        "take the fetch capacity of another."),
     "LUPUS_CDS_SANDBOX_FHIR_SERVERS": (
         "", "Comma-separated open FHIR base URLs (sandboxes). In unsigned sandbox mode "
         "(`LUPUS_CDS_ALLOW_UNSIGNED`) the service may call them, with the request's `fhirAuthorization`, the "
@@ -103,10 +115,19 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "LUPUS_CDS_SMART_APP_SESSION_SECONDS": (
         3600, "Longest life of an app session, in seconds; it also ends when the EHR's access token expires."),
     "LUPUS_CDS_WORKERS": (
-        None, "gunicorn worker processes for `serve` (default: 2 x CPUs + 1, at most 8; `--workers` wins)."),
-    "LUPUS_CDS_THREADS": (4, "Threads per gunicorn worker for `serve`."),
-    "LUPUS_CDS_GUNICORN_CONF": (
-        None, "gunicorn config file for `serve` (default: `cds_hooks/gunicorn_conf.py`, shipped in the package)."),
+        None, "Worker processes of `serve` (default: one per CPU; `--workers` wins). Every process shares the "
+        "replay store, so all cores serve safely without Redis."),
+    "LUPUS_CDS_THREADS": (
+        8, "Threads per `serve` worker that run requests (hook calls wait on FHIR servers in them; at most 2 "
+        "of them compute at once, so new requests and probes never wait long for the interpreter)."),
+    "LUPUS_CDS_QUEUE": (
+        8, "Requests per `serve` worker admitted to wait for a free thread. Past threads + queue, a request "
+        "is answered `503` with `Retry-After` at once, before its body is read. `/healthz`, `/readyz` and "
+        "`/metrics` do not count."),
+    "LUPUS_CDS_BODY_TIMEOUT": (
+        30.0, "Seconds a client has to send a request body once its headers arrived; slower is `408`. "
+        "(Headers must arrive within 10 s, and idle connections close after 10 s.) A client waiting on the "
+        "network holds no thread."),
 }
 
 
@@ -118,7 +139,8 @@ _BOOLEANS = ("LUPUS_CDS_ALLOW_UNSIGNED", "LUPUS_CDS_DISCOVERY_REQUIRES_AUTH", "L
              "LUPUS_CDS_SMART_APP")
 _INTEGERS = ("LUPUS_CDS_JWT_MAX_LIFETIME", "LUPUS_CDS_JWT_LEEWAY", "LUPUS_CDS_MAX_BODY_BYTES",
              "LUPUS_CDS_ISSUED_CARDS_QUEUE", "LUPUS_CDS_FHIR_MAX_PAGES", "LUPUS_CDS_FHIR_MAX_RESPONSE_BYTES",
-             "LUPUS_CDS_FHIR_CONCURRENCY", "LUPUS_CDS_SMART_APP_SESSION_SECONDS")
+             "LUPUS_CDS_FHIR_CONCURRENCY", "LUPUS_CDS_THREADS", "LUPUS_CDS_QUEUE",
+             "LUPUS_CDS_SMART_APP_SESSION_SECONDS")
 _NUMBERS = ("LUPUS_CDS_REDIS_TIMEOUT", "LUPUS_CDS_FHIR_BUDGET", "LUPUS_CDS_FHIR_TIMEOUT",
             "LUPUS_CDS_SMART_TOKEN_REFRESH_MARGIN")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, request
 
-from .app import json_response, state
+from .state import json_response, state
 
 bp = Blueprint("discovery", __name__)
 

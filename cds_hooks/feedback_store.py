@@ -14,6 +14,10 @@ raising :class:`DatabaseUnavailable` until the database answers (``/readyz`` the
 is refused with 503, issued-card records are dropped and counted). ``issued_cards`` records
 which cards were shown, written in batches by :mod:`cds_hooks.issued_cards`, so that reports can join
 feedback to a card's topic.
+
+What a column cannot hold is refused before anything is written (:meth:`FeedbackStore.check`), the same on
+every engine: a string longer than its column (PostgreSQL refuses it, SQLite would store it) or holding a
+NUL character (PostgreSQL cannot store one) is a 400 naming the field, never a database error.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
+
+from .errors import InvalidRequest
 
 log = logging.getLogger("cds_hooks.feedback_store")
 
@@ -78,11 +84,26 @@ issued_cards_table = sa.Table(
 )
 
 
+#: column -> the longest string it holds (String(n) columns of the feedback table)
+_COLUMN_LENGTHS = {column.name: column.type.length for column in feedback_table.columns
+                   if isinstance(column.type, sa.String) and column.type.length is not None}
+#: column -> the feedback field it stores, for error messages
+_FIELD_OF_COLUMN = {
+    "card_uuid": "card", "outcome": "outcome", "outcome_timestamp": "outcomeTimestamp",
+    "accepted_suggestions": "acceptedSuggestions", "override_reason_system": "overrideReason.reason.system",
+    "override_reason_code": "overrideReason.reason.code", "override_reason_display": "overrideReason.reason.display",
+    "user_comment": "overrideReason.userComment",
+}
+#: columns filled from the client's JWT, not from the body
+_CLAIM_OF_COLUMN = {"client_iss": "the client's iss claim", "tenant": "the client's tenant claim"}
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")  # durable before we answer 200
     cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA cache_size=-512")  # per pooled connection: 512 KB, not the default 2 MB
     cursor.close()
 
 
@@ -142,10 +163,12 @@ class FeedbackStore:
                tenant: str | None = None) -> int:
         """Store validated feedback items in one transaction.
 
+        :raises InvalidRequest: a value the table cannot hold (:meth:`check`); nothing is written then.
         :return: how many were new (duplicates are ignored, FB-5).
         """
         now = datetime.now(UTC)
         rows = [self._row(service_id, item, client_iss or "", tenant, now) for item in items]
+        self.check(rows)
         if not rows:
             return 0
         with self.connection(begin=True) as connection:
@@ -162,6 +185,23 @@ class FeedbackStore:
                 except sa.exc.IntegrityError:
                     pass
             return new
+
+    @staticmethod
+    def check(rows: Iterable[Mapping[str, Any]]) -> None:
+        """Refuse (400) any row holding a string its column cannot hold: longer than the column, or with a
+        NUL character. The message names the feedback field (or the token claim), never its value."""
+        for index, row in enumerate(rows):
+            for name, value in row.items():
+                if not isinstance(value, str):
+                    continue
+                length = _COLUMN_LENGTHS.get(name)
+                field = _FIELD_OF_COLUMN.get(name)
+                where = f"feedback[{index}].{field}" if field else _CLAIM_OF_COLUMN.get(name, name)
+                expression = [where] if field else None  # a token claim is not a field of the body
+                if length is not None and len(value) > length:
+                    raise InvalidRequest(f"{where} is longer than {length} characters", expression=expression)
+                if "\x00" in value:
+                    raise InvalidRequest(f"{where} contains a NUL character", expression=expression)
 
     def _insert_ignoring_duplicates(self) -> Any:
         if self.dialect == "sqlite":

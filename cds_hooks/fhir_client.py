@@ -11,9 +11,11 @@ Per hook call, :meth:`FHIRFetcher.fetch`
 * picks the credentials: the request's ``fhirAuthorization`` bearer token when present (FHIR-2),
   otherwise a backend-services token (:mod:`cds_hooks.smart`), otherwise none (open sandbox servers only:
   ``LUPUS_CDS_SANDBOX_FHIR_SERVERS``);
-* runs every rendered template, and every ``next`` link of a paginated prefetch, concurrently on a
-  thread pool, following ``next`` links as opaque URLs while they stay under the same base
-  (origin and base path), up to ``LUPUS_CDS_FHIR_MAX_PAGES`` pages per key;
+* runs every rendered template, and every ``next`` link of a paginated prefetch, concurrently on the
+  thread pool of that FHIR server (one pool per base URL, ``LUPUS_CDS_FHIR_CONCURRENCY`` threads each:
+  a server that is slow or never answers fills only its own pool, so it cannot take the fetch capacity
+  of another tenant's server), following ``next`` links as opaque URLs while they stay under the same
+  base (origin and base path), up to ``LUPUS_CDS_FHIR_MAX_PAGES`` pages per key;
 * stops at one total deadline (``LUPUS_CDS_FHIR_BUDGET``): each request's timeouts are capped by the
   time left, bodies are read in chunks with the deadline checked between chunks (a server dripping
   bytes cannot hold the call) and capped in size (``LUPUS_CDS_FHIR_MAX_RESPONSE_BYTES``).
@@ -41,7 +43,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from . import jsonio, metrics
+from . import cpu, jsonio, metrics
 from .errors import FHIRBadResponse, FHIRError, FHIRTimeout, FHIRUnauthorized
 from .fetch import FetchRequest
 from .models import PrefetchEntry, PrefetchStatus
@@ -75,6 +77,10 @@ class FetchLimits:
     max_response_bytes: int = 10 * 1024 * 1024
 
 
+#: urllib3 connection pools kept (one per FHIR host); beyond this many hosts the oldest pool is dropped
+_HOST_POOLS = 64
+
+
 def build_session(pool_size: int = 8) -> requests.Session:
     """A ``requests.Session`` for calls to FHIR and authorization servers.
 
@@ -86,7 +92,7 @@ def build_session(pool_size: int = 8) -> requests.Session:
     retry = Retry(total=1, connect=1, read=0, status=0, other=0, redirect=0,
                   allowed_methods=frozenset({"GET", "HEAD"}), raise_on_status=False,
                   respect_retry_after_header=False, backoff_factor=0)
-    adapter = HTTPAdapter(max_retries=retry, pool_connections=pool_size, pool_maxsize=pool_size)
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=_HOST_POOLS, pool_maxsize=pool_size)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.cookies.set_policy(DefaultCookiePolicy(allowed_domains=[]))
@@ -178,7 +184,9 @@ class FHIRFetcher:
     :param backend: SMART Backend Services registrations (``LUPUS_CDS_SMART_CLIENTS``), or ``None``.
     :param sandbox_servers: open FHIR bases: callable in unsigned sandbox mode (``allow_unsigned``), and read
         without a token when the EHR sends none (for signed calls, only those the client may call).
-    :param max_workers: FHIR requests in flight at once in this process.
+    :param max_workers: FHIR requests in flight at once to one FHIR server (base URL) from this process.
+        Each server has a pool of its own; the servers a process can call are the ones configured
+        (clients' ``fhir_servers``, the sandbox list), so the pools are bounded in number too.
     """
 
     def __init__(self, *, limits: FetchLimits | None = None, backend: BackendServices | None = None,
@@ -191,7 +199,18 @@ class FHIRFetcher:
                                                        for s in sandbox_servers)))
         self.session = session or build_session(max_workers)
         self._monotonic = monotonic
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="fhir-fetch")
+        self.max_workers = max_workers
+        self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._pools_lock = threading.Lock()
+
+    def _pool_for(self, base: str) -> ThreadPoolExecutor:
+        """The thread pool of one FHIR server (canonical base URL), created on its first use."""
+        with self._pools_lock:
+            pool = self._pools.get(base)
+            if pool is None:
+                pool = self._pools[base] = ThreadPoolExecutor(
+                    max_workers=self.max_workers, thread_name_prefix=f"fhir-fetch-{len(self._pools)}")
+            return pool
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> FHIRFetcher:
@@ -223,7 +242,10 @@ class FHIRFetcher:
         return self.backend.public_jwks() if self.backend else {"keys": []}
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._pools_lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
         self.session.close()
 
     # -- policy --
@@ -267,8 +289,10 @@ class FHIRFetcher:
         jobs = [self._job(key, query, credentials.fhir_server) for key, query in request.queries.items()]
         jobs += [_KeyJob(key, url, "next", "Bundle") for key, url in request.next_pages.items()
                  if key not in request.queries]
-        futures = {self._pool.submit(self._run, job, credentials, deadline): job for job in jobs}
-        done, not_done = wait(futures, timeout=max(0.0, deadline - self._monotonic()))
+        pool = self._pool_for(credentials.base)  # this server's own threads only
+        futures = {pool.submit(self._run, job, credentials, deadline): job for job in jobs}
+        with cpu.waiting():  # the thread computes nothing meanwhile: another may (cds_hooks.cpu)
+            done, not_done = wait(futures, timeout=max(0.0, deadline - self._monotonic()))
         results: dict[str, PrefetchEntry] = {}
         for future, job in futures.items():
             if future in done:
@@ -305,7 +329,8 @@ class FHIRFetcher:
                 raise FHIRUnauthorized("the EHR sent no usable bearer access token")
             return _Credentials(base, fhir_server, token)
         if self.backend is not None and base in self.backend.servers():
-            token = self.backend.access_token(fhir_server, deadline)
+            with cpu.waiting():  # mostly a wait on the authorization server
+                token = self.backend.access_token(fhir_server, deadline)
             return _Credentials(base, fhir_server, token.access_token, self.backend,
                                 renewable=not token.fresh)
         if base in self.sandbox_servers and (request.client is not None or self.allow_unsigned):

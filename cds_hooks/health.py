@@ -14,7 +14,7 @@ import logging
 
 from flask import Blueprint, Response
 
-from .app import json_response, state
+from .state import json_response, state
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger("cds_hooks.health")

@@ -35,7 +35,8 @@ log = logging.getLogger("cds_hooks.issued_cards")
 BATCH = 500
 #: how long the writer waits to fill a batch before writing what it has
 LINGER_SECONDS = 0.2
-_RECENT = 20_000
+#: recently issued cards whose topic feedback can find without the database (the rest: a query)
+_RECENT = 4096
 _WARN_EVERY = 60.0
 
 

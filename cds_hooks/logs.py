@@ -7,9 +7,13 @@ status codes and exception *types*. Never tokens, JWTs, patient ids or FHIR reso
 * :class:`JSONFormatter` writes no traceback (frames can show request data) — only the exception type
   and where it was raised — and masks anything shaped like a JWT or a bearer token, as a last line of
   defence should a message ever carry one.
-* :class:`RequestContextFilter` adds ``request_id`` (the caller's ``X-Request-Id`` when it is a plain
-  id, else a new UUID; echoed in the response) and ``hook_instance`` to every record logged while a
-  request is being served, whichever logger emitted it.
+* :class:`RequestContextFilter` adds ``request_id`` (a new UUID per request, echoed in the response's
+  ``X-Request-Id``) and ``hook_instance`` to every record logged while a request is being served,
+  whichever logger emitted it. A caller's own ``X-Request-Id`` is ignored: it is whatever the caller
+  chose to write, a patient id included, and would reach every log line of the request.
+* :func:`loggable_path` is the only form of a request path the access log writes: one of the service's
+  routes, with a service id only when the service has it. Query strings and unknown paths, which a
+  caller chooses freely, never reach the log.
 
 ``LUPUS_CDS_LOG_FORMAT``: ``json`` (default) or ``text`` installs one handler on the root logger, on
 stderr; ``none`` leaves logging configuration to the host application.
@@ -25,9 +29,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import Flask, Response, g, has_request_context, request
+from flask import Flask, Response, g, has_request_context
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9-]{8,64}$")
 _HOOK_INSTANCE = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 _SECRETS = [
     (re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), "[jwt]"),
@@ -98,7 +102,7 @@ def _where(exc_info: Any) -> str:
 
 
 class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time (test runners and gunicorn swap it)."""
+    """Writes to whatever ``sys.stderr`` is at the time (test runners and servers swap it)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -146,8 +150,7 @@ def init_app(app: Flask) -> None:
 
 
 def _assign_request_id() -> None:
-    incoming = request.headers.get("X-Request-Id", "")
-    g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    g.request_id = uuid.uuid4().hex  # never the caller's X-Request-Id: see the module docstring
 
 
 def _echo_request_id(response: Response) -> Response:
@@ -160,3 +163,26 @@ def set_hook_instance(value: Any) -> None:
     """Tag the rest of this request's log lines with the client's ``hookInstance`` (if it looks like one)."""
     if isinstance(value, str) and _HOOK_INSTANCE.match(value):
         g.hook_instance = value
+
+
+#: what the access log shows for a path that is none of the service's routes
+UNMATCHED_PATH = "<unmatched>"
+
+
+def loggable_path(app: Flask, path: str, known_ids: Any = ()) -> str:
+    """``path`` as the access log may show it: the route it matches (``/cds-services/<service_id>``)
+    with each ``service_id`` filled in only when it is one of ``known_ids``; :data:`UNMATCHED_PATH`
+    for anything else. Never the raw path, which the caller chooses (it may hold a patient id)."""
+    adapter = app.url_map.bind("localhost")
+    for method in ("GET", "POST"):
+        try:
+            rule, args = adapter.match(path, method=method, return_rule=True)
+        except MethodNotAllowed:
+            continue
+        except (HTTPException, ValueError):  # NotFound, RequestRedirect; a malformed path
+            return UNMATCHED_PATH
+        service_id = args.get("service_id")
+        if service_id is not None and service_id in known_ids:
+            return rule.rule.replace("<service_id>", service_id)
+        return rule.rule  # other arguments stay as their placeholder
+    return UNMATCHED_PATH

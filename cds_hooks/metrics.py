@@ -12,9 +12,9 @@ What is counted (all names start with ``cds_``; label values are bounded: unknow
     cds_jwt_rejections_total{reason}                         client JWTs refused (``Unauthorized.reason``)
     cds_issued_cards_dropped_total{why}                      issued-card records not written (queue full...)
 
-Under gunicorn every worker is a process with its own counters: ``lupus-cds serve`` sets
-``PROMETHEUS_MULTIPROC_DIR`` before the workers start, each worker writes its values there, the
-gunicorn config removes a dead worker's live files (``child_exit``), and ``/metrics`` merges them all.
+Under ``lupus-cds serve`` every worker is a process with its own counters: ``serve`` sets
+``PROMETHEUS_MULTIPROC_DIR`` before the workers start, each worker writes its values there, and
+``/metrics`` merges them all (only counters and histograms: a dead worker's counts rightly stay).
 ``prometheus_client`` decides at import time whether it runs in that mode, so this module imports it
 only when the first metric is touched (in the worker, after the variable is set).
 """

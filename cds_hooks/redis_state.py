@@ -1,8 +1,9 @@
 """State shared between replicas, in Redis (``LUPUS_CDS_REDIS_URL``): the client-JWT replay store and
 the SMART backend-services access-token cache.
 
-Without Redis both live in each process's memory, which is right for one process and wrong for many:
-a ``jti`` seen by one gunicorn worker or replica would be accepted again by another. With Redis:
+Without Redis the replay store is a SQLite file the worker processes of one host share
+(:mod:`cds_hooks.replay_store`) and tokens are cached per process: right for one host, wrong for many,
+where a ``jti`` seen by one replica would be accepted again by another. With Redis:
 
 * :class:`RedisReplayStore` keeps one key per seen ``jti`` with ``SET NX EX``: atomic across every
   replica, and the key expires with the token (no clean-up job). Keys are SHA-256 digests, so Redis

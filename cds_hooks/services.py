@@ -9,15 +9,16 @@ from types import MappingProxyType
 from typing import Any
 
 from flask import Blueprint, Response, g, request
+from werkzeug.exceptions import HTTPException
 
 from . import collector
-from .app import CDSHooks, json_response, state
 from .cards import prune
-from .errors import InvalidRequest, PreconditionFailed, UnknownService
+from .errors import CDSHooksError, InvalidRequest, PayloadTooLarge, PreconditionFailed, UnknownService
 from .fetch import FetchRequest
 from .logs import set_hook_instance
 from .models import HookRequest, PrefetchStatus, PrefetchView, ServiceDefinition
 from .prefetch import classify, merge_fetched
+from .state import CDSHooks, json_response, state
 from .validation import parse_json_object, validate_hook_request
 
 bp = Blueprint("services", __name__)
@@ -39,7 +40,26 @@ def read_json_body() -> dict[str, Any]:
         error = InvalidRequest(f"Content-Type must be application/json, not {content_type}")
         error.status_code = 415
         raise error
-    return parse_json_object(request.get_data(cache=False))
+    return parse_json_object(read_body())
+
+
+def read_body() -> bytes:
+    """The request body, at most ``LUPUS_CDS_MAX_BODY_BYTES`` (413 past it, with or without a Content-Length);
+    400 when the server cannot read it."""
+    try:
+        raw = request.get_data(cache=False)
+        limit = request.max_content_length
+        # werkzeug stops a body without Content-Length (chunked) at the limit without a word: if anything is
+        # left, the body was too large, and the truncated JSON must not become a misleading 400.
+        if limit is not None and request.content_length is None and len(raw) >= limit \
+                and request.environ["wsgi.input"].read(1):
+            raise PayloadTooLarge("request body is larger than LUPUS_CDS_MAX_BODY_BYTES")
+    except (HTTPException, CDSHooksError):
+        raise  # 413 over the limit, 400 client disconnected: the one error handler maps them
+    except Exception as exc:  # the server's body reader: malformed framing, cut-off input
+        log.info("request body could not be read: %s", type(exc).__name__)
+        raise InvalidRequest("the request body could not be read (malformed chunked encoding or cut off)") from None
+    return raw
 
 
 def find_service(cds: CDSHooks, service_id: str) -> dict[str, ServiceDefinition]:

@@ -63,8 +63,8 @@ COOKIE = "lupus_cds_smart"
 COOKIE_PATH = "/smart-apps/"
 #: seconds between the launch and the callback (the clinician signs in and consents in between)
 LAUNCH_SECONDS = 600
-#: FHIR reads of one page: per request (connect, read) and for the whole page, well inside gunicorn's
-#: worker timeout (20 s), so a slow FHIR server gets the user a page saying so, not a killed worker
+#: FHIR reads of one page: per request (connect, read) and for the whole page, bounded so that a slow FHIR
+#: server gets the user a page saying so rather than a request that hangs
 FHIR_TIMEOUT = (3.05, 10.0)
 PAGE_BUDGET = 15.0
 MAX_PAGES = 50

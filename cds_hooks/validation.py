@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,6 +15,11 @@ from .errors import InvalidRequest
 from .hooks import hook_definition
 
 _REFERENCE = re.compile(r"^[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}$")
+#: a FHIR R4 ``id`` (http://hl7.org/fhir/R4/datatypes.html#id). Context ids go into FHIR request paths
+#: (``Patient/{{context.patientId}}``): anything else (``../``, ``?``, ``/``) could point a query elsewhere.
+FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+#: context fields holding a bare FHIR id (the id of the resource in context, not a reference)
+_ID_FIELDS = ("patientId", "encounterId")
 
 
 def parse_json_object(raw: bytes, what: str = "request body") -> dict[str, Any]:
@@ -80,6 +86,11 @@ def validate_hook_request(body: Mapping[str, Any], service_hook: str) -> None:
 
 
 def _validate_context(hook: str, context: Mapping[str, Any]) -> None:
+    for name in _ID_FIELDS:  # any hook, known or not: these ids are rendered into FHIR URLs
+        value = context.get(name)
+        if value is not None and not (isinstance(value, str) and FHIR_ID.match(value)):
+            raise InvalidRequest(f"context.{name} must be a FHIR id (1-64 of A-Z a-z 0-9 - .)",
+                                 expression=[f"context.{name}"])
     definition = hook_definition(hook)
     if definition is None:
         return
@@ -99,7 +110,7 @@ def _validate_context(hook: str, context: Mapping[str, Any]) -> None:
                                  expression=[f"context.{name}"])
     for name in definition.reference_list_fields:
         value = context.get(name)
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        if not isinstance(value, list) or not all(isinstance(v, str) and _REFERENCE.match(v) for v in value):
             raise InvalidRequest(f"context.{name} must be an array of Type/id strings",
                                  expression=[f"context.{name}"])
 
@@ -119,18 +130,15 @@ def validate_feedback(body: Mapping[str, Any]) -> list[dict[str, Any]]:
             raise InvalidRequest(f"{where}outcome must be accepted or overridden (FB-4)",
                                  expression=[f"{where}outcome"])
         timestamp = _require_string(item, "outcomeTimestamp", where)
-        if not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", timestamp):
+        if not _is_instant(timestamp):
             raise InvalidRequest(f"{where}outcomeTimestamp must be an RFC 3339 date-time (FB-4)",
                                  expression=[f"{where}outcomeTimestamp"])
         accepted = item.get("acceptedSuggestions")
-        if outcome == "accepted":
-            if not isinstance(accepted, list) or not accepted or not all(
-                    isinstance(s, dict) and isinstance(s.get("id"), str) and s["id"] for s in accepted):
-                raise InvalidRequest(f"{where}acceptedSuggestions must list the accepted suggestion ids "
-                                     "(FB-4)", expression=[f"{where}acceptedSuggestions"])
-        elif accepted is not None and not isinstance(accepted, list):
-            raise InvalidRequest(f"{where}acceptedSuggestions must be an array",
-                                 expression=[f"{where}acceptedSuggestions"])
+        ids = isinstance(accepted, list) and all(
+            isinstance(s, dict) and isinstance(s.get("id"), str) and s["id"] for s in accepted)
+        if (outcome == "accepted" and not (ids and accepted)) or (accepted is not None and not ids):
+            raise InvalidRequest(f"{where}acceptedSuggestions must list the accepted suggestion ids "
+                                 "(FB-4)", expression=[f"{where}acceptedSuggestions"])
         reason = item.get("overrideReason")
         if reason is not None:
             if not isinstance(reason, dict) or not (reason.get("reason") or reason.get("userComment")):
@@ -138,11 +146,31 @@ def validate_feedback(body: Mapping[str, Any]) -> list[dict[str, Any]]:
                                      expression=[f"{where}overrideReason"])
             coding = reason.get("reason")
             if coding is not None and not (isinstance(coding, dict) and isinstance(coding.get("code"), str)
-                                           and isinstance(coding.get("system"), str)):
+                                           and isinstance(coding.get("system"), str)
+                                           and isinstance(coding.get("display", ""), str)):
                 raise InvalidRequest(f"{where}overrideReason.reason must be a Coding with system and code "
-                                     "(GEN-9)", expression=[f"{where}overrideReason.reason"])
+                                     "(GEN-9), its display a string", expression=[f"{where}overrideReason.reason"])
             comment = reason.get("userComment")
             if comment is not None and not isinstance(comment, str):
                 raise InvalidRequest(f"{where}overrideReason.userComment must be a string",
                                      expression=[f"{where}overrideReason.userComment"])
     return items
+
+
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:(\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)")
+
+
+def _is_instant(text: str) -> bool:
+    """An RFC 3339 date-time that names a real instant: the shape, and a month, day, hour, minute, second and
+    offset that exist (``2026-13-45T99:99:99Z`` has the shape only). A leap second (``:60``) is accepted."""
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        return False
+    seconds = match.start(1)
+    if match[1] == "60":
+        text = text[:seconds] + "59" + text[seconds + 2:]
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True

@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app
 
-from .app import json_response, state
+from .state import json_response, state
 
 bp = Blueprint("wellknown", __name__)
 

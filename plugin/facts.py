@@ -18,6 +18,7 @@ of lab series), so that the rules, which own the windows, stay pure functions of
 
 from __future__ import annotations
 
+import calendar
 import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -41,13 +42,17 @@ from .fhirdata import (
     JSON,
     as_list,
     codings,
+    id_of,
     latest,
+    number_of,
     parse_datetime,
     period_end,
     period_start,
     reference_of,
     resources_in_bundle,
     status_code,
+    status_of,
+    text_of,
     validate,
 )
 
@@ -483,10 +488,6 @@ class PatientFacts:
 # ------------------------------------------------------------------------------------ code matching
 
 
-def _clean(text: Any) -> str | None:
-    return text.strip() if isinstance(text, str) and text.strip() else None
-
-
 @functools.lru_cache(maxsize=8192)
 def _valuesets_of(system: str, code: str, names: tuple[str, ...]) -> frozenset[str]:
     """The value sets among ``names`` holding ``system|code``. Cached: a big record repeats few codes."""
@@ -497,11 +498,11 @@ def match_concept(concept: Any, names: tuple[str, ...]) -> dict[str, Coded]:
     """value set -> first matching coding of a raw CodeableConcept, for each of ``names`` it belongs to."""
     found: dict[str, Coded] = {}
     for coding in codings(concept):
-        system, code = _clean(coding.get("system")), _clean(coding.get("code"))
+        system, code = text_of(coding.get("system")), text_of(coding.get("code"))
         if system is None or code is None:
             continue
         for name in _valuesets_of(system, code, names):
-            found.setdefault(name, Coded(system, code, _clean(coding.get("display"))))
+            found.setdefault(name, Coded(system, code, text_of(coding.get("display"))))
     return found
 
 
@@ -631,18 +632,18 @@ def build_conditions(sources: _Sources, notes: list[str]) -> list[ConditionFact]
             continue
         model, problem = validate(Condition, raw, CONDITION_ELEMENTS)
         if model is None:
-            notes.append(f"Condition/{raw.get('id', '?')} skipped: not valid FHIR R4 ({problem})")
+            notes.append(f"Condition/{id_of(raw) or '?'} skipped: not valid FHIR R4 ({problem})")
             continue
         first = next(iter(matched.values()))
         categories = tuple(
-            c.get("code")
+            code
             for cat in as_list(raw.get("category"))
             for c in codings(cat)
-            if isinstance(c.get("code"), str)
+            if (code := text_of(c.get("code"))) is not None
         )
         facts.append(
             ConditionFact(
-                resource_id=str(raw.get("id", "")),
+                resource_id=(id_of(raw) or ""),
                 kinds=frozenset(matched),
                 coded=first,
                 clinical_status=status_code(raw.get("clinicalStatus")),
@@ -697,13 +698,13 @@ def is_negated(raw: Mapping[str, Any]) -> bool:
         return True
     value_cc = raw.get("valueCodeableConcept")
     for coding in codings(value_cc):
-        if (_clean(coding.get("system")), _clean(coding.get("code"))) in ABSENT_VALUES:
+        if (text_of(coding.get("system")), text_of(coding.get("code"))) in ABSENT_VALUES:
             return True
     if isinstance(value_cc, Mapping) and not codings(value_cc):
-        text = _clean(value_cc.get("text"))
+        text = text_of(value_cc.get("text"))
         if text and text.lower() in _ABSENT_WORDS:
             return True
-    text = _clean(raw.get("valueString"))
+    text = text_of(raw.get("valueString"))
     return bool(text and text.lower() in _ABSENT_WORDS)
 
 
@@ -775,7 +776,7 @@ _PROPERTY_WORDS = (("[mass/volume]", "mass"), ("[moles/volume]", "substance"),
 
 
 def _unit_of(quantity: Mapping[str, Any]) -> str | None:
-    return _clean(quantity.get("code")) or _clean(quantity.get("unit"))
+    return text_of(quantity.get("code")) or text_of(quantity.get("unit"))
 
 
 def _unit_key(unit: str | None) -> str:
@@ -858,7 +859,8 @@ def _says_haemolysed(text: Any) -> bool:
 
 def _concept_haemolysed(concept: Any) -> bool:
     for coding in codings(concept):
-        if (_clean(coding.get("system")), (_clean(coding.get("code")) or "").upper()) == (V2_SPECIMEN_CONDITION, "HEM"):
+        code = (text_of(coding.get("code")) or "").upper()
+        if (text_of(coding.get("system")), code) == (V2_SPECIMEN_CONDITION, "HEM"):
             return True
         if _says_haemolysed(coding.get("display")) or _says_haemolysed(coding.get("code")):
             return True
@@ -899,7 +901,7 @@ def _flags(raw: Mapping[str, Any]) -> tuple[tuple[str, ...], str | None]:
     first = None
     for concept in as_list(raw.get("interpretation")):
         for coding in codings(concept):
-            code = _clean(coding.get("code"))
+            code = text_of(coding.get("code"))
             if not code:
                 continue
             code = code.upper()
@@ -919,12 +921,10 @@ def _reference_limits(
         limits = []
         for bound in ("low", "high"):
             q = rng.get(bound)
-            if (
-                isinstance(q, Mapping)
-                and isinstance(q.get("value"), (int, float))
-                and not isinstance(q.get("value"), bool)
-            ):
-                limits.append(to_canonical(analyte, float(q["value"]), _unit_of(q) or value_unit, coded)[0])
+            value = number_of(q.get("value")) if isinstance(q, Mapping) and not isinstance(q.get("value"), str) \
+                else None  # a range limit is a JSON number (a validated valueQuantity never is text either)
+            if value is not None:
+                limits.append(to_canonical(analyte, value, _unit_of(q) or value_unit, coded)[0])
             else:
                 limits.append(None)
         if limits[0] is not None or limits[1] is not None:
@@ -963,7 +963,7 @@ def _lab_from_model(
         interpretation=first,
         ref_low=low,
         ref_high=high,
-        resource_id=str(raw.get("id", "")),
+        resource_id=(id_of(raw) or ""),
         flags=flags,
         haemolysed=haemolysis(raw, specimens or {}),
         unit_interpretable=value is None or canonical is not None,
@@ -998,11 +998,15 @@ def classify_observation_code(concept: Any) -> tuple[tuple[str, Coded] | None, b
     if type(concept) is not dict and not isinstance(concept, Mapping):
         return None, False
     coding = concept.get("coding")
+    # The key holds text only: a code that is a list or an object (not hashable) reads as no code, as it
+    # does in match_concept.
     if type(coding) is list and len(coding) == 1 and type(coding[0]) is dict:
         key: tuple[Any, ...] = (coding[0].get("system"), coding[0].get("code"))
+        if type(key[0]) is not str or type(key[1]) is not str:
+            key = (text_of(key[0]), text_of(key[1]))
     else:
         items = coding if isinstance(coding, list) else [coding]
-        key = tuple((c.get("system"), c.get("code")) for c in items if isinstance(c, Mapping))
+        key = tuple((text_of(c.get("system")), text_of(c.get("code"))) for c in items if isinstance(c, Mapping))
     hit = _OBSERVATION_CODE_CACHE.get(key)
     if hit is None:
         hit = (_lab_analyte({"code": concept}), bool(match_concept(concept, _SYMPTOM_CODE_VALUESETS)))
@@ -1012,14 +1016,18 @@ def classify_observation_code(concept: Any) -> tuple[tuple[str, Coded] | None, b
     return hit
 
 
-def select_observations(sources: _Sources) -> tuple[Candidates, Candidates]:
+def select_observations(sources: _Sources, notes: list[str] | None = None) -> tuple[Candidates, Candidates]:
     """Raw pass over every Observation: (lab candidates by analyte, symptom candidates by kind), each
-    with its date; nothing validated yet. This loop sees every Observation of a big record: keep it lean."""
+    with its date; nothing validated yet. This loop sees every Observation of a big record: keep it lean.
+    An Observation the rules would read whose status is not a code is skipped with a note."""
     lab_candidates: Candidates = {}
     symptom_candidates: Candidates = {}
     for raw, _ in sources.of("Observation"):
         status = raw.get("status")
-        if status not in LAB_STATUSES:
+        if type(status) is not str or status not in LAB_STATUSES:
+            if notes is not None and status is not None and type(status) is not str:
+                _note_unread_status("Observation", raw, classify_observation_code(raw.get("code")) != (None, False),
+                                    notes)
             continue  # registered, cancelled, entered-in-error, unknown: never used
         lab, maybe_symptom = classify_observation_code(raw.get("code"))
         if lab is None and not maybe_symptom:
@@ -1039,6 +1047,13 @@ def select_observations(sources: _Sources) -> tuple[Candidates, Candidates]:
     return lab_candidates, symptom_candidates
 
 
+def _note_unread_status(rtype: str, raw: Mapping[str, Any], relevant: bool, notes: list[str]) -> None:
+    """Say that a resource a rule would have read was skipped because its status is not a code."""
+    if relevant:
+        notes.append(f"{rtype}/{id_of(raw) or '?'} skipped: its status is not a code "
+                     f"({type(raw.get('status')).__name__})")
+
+
 def build_symptom_observations(candidates: Candidates, notes: list[str]) -> list[SymptomFact]:
     """The newest few symptom Observations of each kind, validated."""
     symptoms: list[SymptomFact] = []
@@ -1047,9 +1062,9 @@ def build_symptom_observations(candidates: Candidates, notes: list[str]) -> list
         for when, raw, coded in found[:SYMPTOM_OBSERVATIONS_KEPT]:
             model, problem = validate(Observation, raw, OBSERVATION_ELEMENTS)
             if model is None:
-                notes.append(f"Observation/{raw.get('id', '?')} skipped: not valid FHIR R4 ({problem})")
+                notes.append(f"Observation/{id_of(raw) or '?'} skipped: not valid FHIR R4 ({problem})")
                 continue
-            symptoms.append(SymptomFact(kind, coded, when, "Observation", str(raw.get("id", ""))))
+            symptoms.append(SymptomFact(kind, coded, when, "Observation", (id_of(raw) or "")))
     return symptoms
 
 
@@ -1084,7 +1099,7 @@ class LabResults:
     def on_day(self, analyte: str, when: datetime) -> LabResult | None:
         """The newest valid final result of ``analyte`` taken on the calendar day of ``when``."""
         for taken, raw, coded in self._newest_first(analyte):
-            if raw.get("status") not in FINAL_STATUSES or taken.date() > when.date():
+            if status_of(raw) not in FINAL_STATUSES or taken.date() > when.date():
                 continue
             if taken.date() < when.date():
                 return None  # the rest are older still
@@ -1097,7 +1112,7 @@ class LabResults:
         """The newest valid final (``final=True``) or preliminary result of ``analyte``; ``None`` if
         there is none, or if the newest is older than ``since``."""
         for when, raw, coded in self._newest_first(analyte):
-            if (raw.get("status") in FINAL_STATUSES) is not final:
+            if (status_of(raw) in FINAL_STATUSES) is not final:
                 continue
             if since is not None and when < since:
                 return None  # the rest are older still
@@ -1111,7 +1126,7 @@ class LabResults:
         if key not in self._validated:
             model, problem = validate(Observation, raw, OBSERVATION_ELEMENTS)
             if model is None:
-                self._notes.append(f"Observation/{raw.get('id', '?')} skipped: not valid FHIR R4 ({problem})")
+                self._notes.append(f"Observation/{id_of(raw) or '?'} skipped: not valid FHIR R4 ({problem})")
                 self._validated[key] = None
             else:
                 self._validated[key] = _lab_from_model(analyte, raw, model, coded, self._specimens)
@@ -1129,7 +1144,10 @@ def build_orders(sources: _Sources, notes: list[str]) -> list[OrderFact]:
     facts = []
     names = tuple(ORDER_KINDS.values())
     for raw, from_draft in sources.of("ServiceRequest"):
-        status = raw.get("status")
+        status = status_of(raw)
+        if status is None and raw.get("status") is not None:
+            _note_unread_status("ServiceRequest", raw, bool(match_concept(raw.get("code"), names)), notes)
+            continue
         # draftOrders may hold re-signed, non-draft orders (order-sign): accept any live status there
         if from_draft and status in {"revoked", "entered-in-error"}:
             continue
@@ -1140,25 +1158,28 @@ def build_orders(sources: _Sources, notes: list[str]) -> list[OrderFact]:
             continue
         model, problem = validate(ServiceRequest, raw, ORDER_ELEMENTS)
         if model is None:
-            notes.append(f"ServiceRequest/{raw.get('id', '?')} skipped: not valid FHIR R4 ({problem})")
+            notes.append(f"ServiceRequest/{id_of(raw) or '?'} skipped: not valid FHIR R4 ({problem})")
             continue
         when = parse_datetime(raw.get("authoredOn")) or parse_datetime(raw.get("occurrenceDateTime"))
         for kind, vs in ORDER_KINDS.items():
             if vs in matched:
                 facts.append(
                     OrderFact(
-                        kind, matched[vs], "ServiceRequest", str(raw.get("id", "")), status, when, from_draft
+                        kind, matched[vs], "ServiceRequest", (id_of(raw) or ""), status, when, from_draft
                     )
                 )
     for raw, _ in sources.of("Procedure"):
-        if raw.get("status") not in PROCEDURE_STATUSES:
+        status = status_of(raw)
+        if status not in PROCEDURE_STATUSES:
+            if status is None and raw.get("status") is not None:
+                _note_unread_status("Procedure", raw, bool(match_concept(raw.get("code"), (VS.NCS_EMG,))), notes)
             continue
         matched = match_concept(raw.get("code"), (VS.NCS_EMG,))
         if not matched:
             continue
         model, problem = validate(Procedure, raw, ORDER_ELEMENTS)
         if model is None:
-            notes.append(f"Procedure/{raw.get('id', '?')} skipped: not valid FHIR R4 ({problem})")
+            notes.append(f"Procedure/{id_of(raw) or '?'} skipped: not valid FHIR R4 ({problem})")
             continue
         when = (
             parse_datetime(raw.get("performedDateTime"))
@@ -1170,8 +1191,8 @@ def build_orders(sources: _Sources, notes: list[str]) -> list[OrderFact]:
                 "ncs-emg",
                 matched[VS.NCS_EMG],
                 "Procedure",
-                str(raw.get("id", "")),
-                raw.get("status"),
+                (id_of(raw) or ""),
+                status,
                 when,
                 False,
             )
@@ -1250,10 +1271,10 @@ def medication_dates(raw: Mapping[str, Any]) -> tuple[datetime | None, datetime 
 
 
 def _duration_days(duration: Mapping[str, Any]) -> float | None:
-    value = medications.number(duration.get("value"))
+    value = number_of(duration.get("value"))
     if value is None or not 0 < value < 1e9:
         return None
-    unit = (_clean(duration.get("code")) or _clean(duration.get("unit")) or "d").lower()
+    unit = (text_of(duration.get("code")) or text_of(duration.get("unit")) or "d").lower()
     per_day = {
         "d": 1,
         "day": 1,
@@ -1295,7 +1316,7 @@ class Medications:
         if key not in self._valid:
             model, problem = validate(model_cls, raw, MEDICATION_ELEMENTS)
             if model is None:
-                self._notes.append(f"{fact.resource_type}/{raw.get('id', '?')} skipped: not valid FHIR R4 ({problem})")
+                self._notes.append(f"{fact.resource_type}/{id_of(raw) or '?'} skipped: not valid FHIR R4 ({problem})")
             self._valid[key] = model is not None
         return self._valid[key]
 
@@ -1304,7 +1325,7 @@ def build_medications(sources: _Sources, now: datetime, notes: list[str]) -> Med
     candidates = []
     for rtype, model_cls in _MED_MODELS.items():
         for raw, from_draft in sources.of(rtype):
-            status = raw.get("status") if isinstance(raw.get("status"), str) else None
+            status = status_of(raw)
             if status in _UNREAD_MED_STATUSES:
                 continue
             if rtype == "MedicationAdministration" and status not in medications.ADMINISTERED_STATUSES:
@@ -1314,6 +1335,9 @@ def build_medications(sources: _Sources, now: datetime, notes: list[str]) -> Med
                 continue
             classes = frozenset(c for c in MEDICATION_CLASSES if medications.has_ingredient_in(info, c))
             if not classes:
+                continue
+            if status is None and raw.get("status") is not None:
+                _note_unread_status(rtype, raw, True, notes)
                 continue
             candidates.append((medication_fact(raw, rtype, info, classes, from_draft, now), raw, model_cls))
     return Medications(candidates, notes)
@@ -1333,19 +1357,19 @@ def medication_fact(
     effective = parse_datetime(raw.get("effectiveDateTime"))
     dispense = raw.get("dispenseRequest") if isinstance(raw.get("dispenseRequest"), Mapping) else {}
     validity = dispense.get("validityPeriod") if isinstance(dispense.get("validityPeriod"), Mapping) else {}
-    intent = raw.get("intent")
+    intent = text_of(raw.get("intent"))
     return MedicationFact(
         info=info,
         classes=classes,
         resource_type=rtype,
-        resource_id=str(raw.get("id", "")),
-        status=raw.get("status") if isinstance(raw.get("status"), str) else None,
+        resource_id=(id_of(raw) or ""),
+        status=status_of(raw),
         current=medications.is_current(raw, now, include_draft=from_draft),
         from_draft_orders=from_draft,
         started=started,
         course_end=course_end,
         dosages=dosages,
-        intent=intent if isinstance(intent, str) else None,
+        intent=intent,
         authored_on=parse_datetime(raw.get("authoredOn")),
         effective_start=period_start(period) or effective,
         effective_end=medications.end_instant(period.get("end"))
@@ -1362,7 +1386,7 @@ def patient_sex(sources: _Sources, notes: list[str]) -> str | None:
     for raw, _ in sources.of("Patient"):
         model, problem = validate(Patient, raw, PATIENT_ELEMENTS)
         if model is None:
-            notes.append(f"Patient/{raw.get('id', '?')} skipped: not valid FHIR R4 ({problem})")
+            notes.append(f"Patient/{id_of(raw) or '?'} skipped: not valid FHIR R4 ({problem})")
             continue
         if model.gender in ("male", "female"):
             return model.gender
@@ -1390,14 +1414,14 @@ def patient_birth_date(sources: _Sources, notes: list[str], now: datetime) -> Bi
                 earliest = latest = date(year, int(month), int(day))
             elif month:
                 earliest = date(year, int(month), 1)
-                latest = (earliest.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
+                latest = earliest.replace(day=calendar.monthrange(year, int(month))[1])  # no overflow in 9999-12
             else:
                 earliest, latest = date(year, 1, 1), date(year, 12, 31)
             if earliest > now.date() or year < 1850:
                 raise ValueError
         except ValueError:
             shown = value if isinstance(value, str) and len(value) <= 40 else type(value).__name__
-            notes.append(f"Patient/{raw.get('id', '?')} birthDate {shown!r} is not a usable date: age unknown")
+            notes.append(f"Patient/{id_of(raw) or '?'} birthDate {shown!r} is not a usable date: age unknown")
             return None
         return BirthDate(value, earliest, min(latest, now.date()))
     return None
@@ -1413,7 +1437,7 @@ def build_facts(request: HookRequest, gate: Callable[[PatientFacts], bool] | Non
     notes: list[str] = []
     sources = collect_sources(request)
     conditions = build_conditions(sources, notes)
-    lab_candidates, symptom_candidates = select_observations(sources)
+    lab_candidates, symptom_candidates = select_observations(sources, notes)
     symptoms = tuple(
         symptoms_from_conditions(conditions) + build_symptom_observations(symptom_candidates, notes)
     )

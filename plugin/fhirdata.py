@@ -1,16 +1,23 @@
-"""Small, tolerant readers of raw FHIR JSON: dates, lists, codings, references and repair-then-validate.
+"""Small, tolerant readers of raw FHIR JSON: text, numbers, dates, lists, codings, references and
+repair-then-validate.
 
 The rules read only a handful of resources out of a patient record that can hold thousands, so the
 plugin first looks at the raw JSON (cheaply, with these helpers) and validates with ``fhir.resources``
 only what it will use (:func:`validate`). Real feeds break R4 in small ways: a single object where R4 has
 an array, a dateTime without a timezone, a code with stray whitespace. Those are repaired on a copy;
 anything else invalid is skipped by the caller with a note.
+
+Every raw read of the plugin goes through these accessors, and each is total: whatever JSON it gets (a list
+where a code belongs, an object where a number belongs, 1e308, year 9999, NUL) it answers a value of the
+type it promises or ``None``, never an exception. :func:`text_of` reads every status, code, system and
+display; :func:`number_of` every number; :func:`parse_datetime` every date.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import math
 import re
 import types
 import typing
@@ -21,10 +28,88 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from .bounded_cache import byte_bounded_cache
+
 JSON = dict[str, Any]
+
+# Memory budgets of this module's caches, in estimated bytes (see plugin/bounded_cache.py). A validated
+# model takes about 8 times its canonical JSON (measured with tracemalloc on typical lab Observations,
+# Conditions and MedicationRequests, the canonical key included).
+MODEL_BYTES_PER_JSON_BYTE = 8
+#: validated whole resources: about six typical patients' records (their repeat hooks, minutes apart, hit)
+VALIDATED_RESOURCES_BYTES = 8 * 1024 * 1024
+#: validated complex elements (codings, reference ranges, sigs): what every patient shares
+VALIDATED_ELEMENTS_BYTES = 4 * 1024 * 1024
+#: parsed date strings
+PARSED_DATES_BYTES = 2 * 1024 * 1024
+#: a date string longer than this is not a FHIR date; it is parsed (and refused) without being cached
+_LONGEST_DATE = 64
 
 _PARTIAL_DATE = re.compile(r"^(\d{4})(?:-(\d{2}))?(?:-(\d{2}))?$")
 _NAIVE_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?$")
+
+
+#: the largest magnitude :func:`number_of` accepts: no dose, strength, count or lab value comes near it, and
+#: past 2**53 (about 9e15) a float no longer holds every whole number, so arithmetic on it means nothing
+MAX_MAGNITUDE = 1e15
+#: the length of a FHIR id (R4 ``id``: up to 64 characters); a longer one is shown cut to this
+ID_LENGTH = 64
+
+
+def text_of(value: Any) -> str | None:
+    """A string element (code, system, display, status...) stripped of surrounding whitespace; ``None``
+    for an empty string and for anything that is not a string (a list, an object, a number, ``true``)."""
+    if isinstance(value, str):
+        return value.strip() or None
+    return None
+
+
+def number_of(value: Any) -> float | None:
+    """A JSON number (or a numeric string, as some feeds send) as a float; ``None`` for booleans, NaN,
+    infinities, magnitudes above :data:`MAX_MAGNITUDE` and anything that is not a number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if not text or len(text) > 40:  # "9" * 400 is no number a record means
+            return None
+        try:
+            number = float(text)
+        except ValueError:
+            return None
+    else:
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for a float
+            return None
+    if not math.isfinite(number) or abs(number) > MAX_MAGNITUDE:
+        return None
+    return number + 0.0  # -0.0 reads as 0.0
+
+
+def out_of_range(value: Any) -> bool:
+    """``value`` is a number, but one too large for :func:`number_of` (so a note can say "out of range"
+    rather than "not a number")."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return not abs(float(value)) <= MAX_MAGNITUDE
+    except OverflowError:
+        return True
+
+
+def status_of(resource: Mapping[str, Any]) -> str | None:
+    """``resource.status`` as a code, or ``None`` when it is absent or not a string."""
+    return text_of(resource.get("status"))
+
+
+def id_of(resource: Any) -> str | None:
+    """``resource.id`` as text (cut to :data:`ID_LENGTH` characters, for notes and card references), or
+    ``None`` when it is absent or not a string."""
+    if not isinstance(resource, Mapping):
+        return None
+    text = text_of(resource.get("id"))
+    return text[:ID_LENGTH] if text else None
 
 
 def as_list(value: Any) -> list[Any]:
@@ -38,10 +123,11 @@ def as_list(value: Any) -> list[Any]:
 
 
 def parse_datetime(value: Any) -> datetime | None:
-    """A FHIR date, dateTime or instant (or a ``datetime``/``date``) as an aware UTC ``datetime``.
+    """A FHIR date, dateTime or instant (or a ``datetime``/``date``) as an aware ``datetime``.
 
     Partial dates (``2025``, ``2025-03``) resolve to the start of the period; a dateTime without a
-    timezone is taken as UTC. Unparseable values give ``None``.
+    timezone is taken as UTC. Unparseable values give ``None``, and so do instants that cannot be placed
+    on the UTC time line (``0001-01-01T00:00:00+14:00`` is before year 1 in UTC).
     """
     if value is None:
         return None
@@ -51,11 +137,33 @@ def parse_datetime(value: Any) -> datetime | None:
         return datetime(value.year, value.month, value.day, tzinfo=UTC)
     if not isinstance(value, str):
         return None
+    if len(value) > _LONGEST_DATE:
+        return _parse_datetime_checked(value)
     return _parse_datetime_text(value)
 
 
-@functools.lru_cache(maxsize=65536)  # a record's dates come back at every hook of the same patient
+def _date_entry_bytes(args: tuple[Any, ...], result: Any) -> int:
+    return len(args[0]) + 200  # the string, a datetime, the entry
+
+
+@byte_bounded_cache(PARSED_DATES_BYTES, _date_entry_bytes)  # a record's dates come back at every hook
 def _parse_datetime_text(value: str) -> datetime | None:
+    return _parse_datetime_checked(value)
+
+
+def _parse_datetime_checked(value: str) -> datetime | None:
+    """:func:`_parse_datetime_uncached`, refusing an instant that lies outside the calendar in UTC."""
+    parsed = _parse_datetime_uncached(value)
+    if parsed is None:
+        return None
+    try:
+        parsed.astimezone(UTC)
+    except OverflowError:
+        return None
+    return parsed
+
+
+def _parse_datetime_uncached(value: str) -> datetime | None:
     text = value.strip()
     if len(text) > 10:  # the common case, a full dateTime: no regex needed
         try:
@@ -109,16 +217,15 @@ def codings(concept: Any) -> list[Mapping[str, Any]]:
 def status_code(concept: Any) -> str | None:
     """The first code of a status CodeableConcept (``clinicalStatus``, ``verificationStatus``)."""
     for coding in codings(concept):
-        code = coding.get("code")
-        if isinstance(code, str):
-            return code.strip()
+        code = text_of(coding.get("code"))
+        if code is not None:
+            return code
     return None
 
 
 def reference_of(value: Any) -> str | None:
-    if isinstance(value, Mapping) and isinstance(value.get("reference"), str):
-        return value["reference"].strip()
-    return None
+    """``Reference.reference`` as text, or ``None``."""
+    return text_of(value.get("reference")) if isinstance(value, Mapping) else None
 
 
 def resources_in_bundle(bundle: Any) -> list[JSON]:
@@ -232,7 +339,12 @@ class _Content:
         return value
 
 
-@functools.lru_cache(maxsize=8192)
+def _model_entry_bytes(args: tuple[Any, ...], result: Any) -> int:
+    content = next(arg for arg in args if isinstance(arg, _Content))
+    return MODEL_BYTES_PER_JSON_BYTE * len(content.canonical) + 256
+
+
+@byte_bounded_cache(VALIDATED_RESOURCES_BYTES, _model_entry_bytes)
 def _validate_cached(model: Any, content: _Content, max_repairs: int) -> tuple[Any | None, str | None]:
     """Cached :func:`validate`. The models it returns are shared between calls: callers only read them."""
     return _validate_uncached(model, content.take(), max_repairs)
@@ -293,7 +405,7 @@ def _complex_elements(model: Any) -> dict[str, tuple[Any, bool]]:
     return found
 
 
-@functools.lru_cache(maxsize=16384)
+@byte_bounded_cache(VALIDATED_ELEMENTS_BYTES, _model_entry_bytes)
 def _validated_element(klass: Any, content: _Content) -> Any | None:
     try:
         return klass.model_validate(content.take())

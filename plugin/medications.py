@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from . import terminology
+from .fhirdata import as_list, number_of, text_of
 
 PRODUCT_TABLE = Path(__file__).resolve().parent / "data" / "rxnorm-products.json"
 
@@ -87,6 +88,9 @@ _COUNT_UNITS = frozenset({
     "", "1", "{pill}", "{pills}", "pill", "pills", "{tbl}", "{tab}", "{tabs}", "{tablet}", "{tablets}", "tab", "tabs",
     "tab(s)", "tablet", "tablets", "tablet(s)", "{cap}", "{caps}", "{capsule}", "{capsules}", "cap", "caps",
     "cap(s)", "capsule", "capsules", "capsule(s)", "each", "ea", "{each}", "dose", "{dose}", "unit"})
+#: the longest text read as a medicine name: RxNorm's longest names (multi-ingredient packs) are a few hundred
+#: characters, and the name grammar costs time quadratic in the length, so a longer text names nothing
+MAX_NAME_LENGTH = 500
 #: a daily dose above this many mg (100 g) is a data error, not a prescription: the line is skipped
 MAX_MG_PER_DAY = 100_000.0
 _GTS = {"QD": 1, "QOD": 0.5, "BID": 2, "TID": 3, "QID": 4, "AM": 1, "PM": 1, "QAM": 1, "QPM": 1, "QHS": 1,
@@ -146,6 +150,8 @@ def _ingredient_names() -> dict[str, str]:
 
 @functools.lru_cache(maxsize=4096)  # product names repeat across records and calls
 def _ingredient_by_name(text: str) -> tuple[str | None, str]:
+    if len(text) > MAX_NAME_LENGTH:
+        return None, text[:MAX_NAME_LENGTH].lower()
     name = _SALT_WORDS.sub(" ", text.lower())
     name = re.sub(r"\s+", " ", name).strip(" ,-")
     names = _ingredient_names()
@@ -169,7 +175,9 @@ def route_of_form(form: str | None) -> str:
 @functools.lru_cache(maxsize=4096)  # product names repeat across records and calls
 def parse_product_name(text: str) -> MedicationInfo | None:
     """Ingredient, strength and dose form from an RxNorm SCD/SBD/pack name; ``None`` if it isn't one."""
-    match = _SCD.search(text or "")
+    if not isinstance(text, str) or len(text) > MAX_NAME_LENGTH:
+        return None
+    match = _SCD.search(text)
     if not match:
         return None
     rxcui, name = _ingredient_by_name(match["ingredient"])
@@ -180,7 +188,10 @@ def parse_product_name(text: str) -> MedicationInfo | None:
     form = re.sub(r"\)\s*\}?\s*pack$", "", form, flags=re.I).strip(" )}")
     per_unit = (match["per_unit"] or "").upper() or ("TABLET" if re.search(r"tablet", form, re.I) else
                                                      "CAPSULE" if re.search(r"capsule", form, re.I) else None)
-    strength = value / float(match["per_value"]) if match["per_value"] else value
+    per_value = float(match["per_value"]) if match["per_value"] else 1.0
+    if not (math.isfinite(value) and per_value > 0):  # "20 MG/0 ML", a 400-digit strength: no strength
+        return None
+    strength = value / per_value
     return MedicationInfo(display=text.strip(), ingredients=(Ingredient(rxcui, name, strength, per_unit),),
                           route_group=route_of_form(form), dose_form=form, source="name-grammar")
 
@@ -190,11 +201,11 @@ def _table_strength(strength: Any) -> tuple[float | None, str | None]:
     if not isinstance(strength, dict):
         return None, None
     if "mg" in strength:  # compact form {"mg": 20, "per": "TABLET"}
-        return _number(strength["mg"]), strength.get("per")
-    value = _number(strength.get("value"))
+        return number_of(strength["mg"]), strength.get("per")
+    value = number_of(strength.get("value"))
     factor = _UNIT_TO_MG.get(str(strength.get("unit", "mg")).lower())
     per = strength.get("per") if isinstance(strength.get("per"), dict) else {}
-    per_value = _number(per.get("value")) or 1.0
+    per_value = number_of(per.get("value")) or 1.0
     if value is None or factor is None:
         return None, per.get("unit")
     return value * factor / per_value, per.get("unit")
@@ -232,33 +243,33 @@ def _agrees(info: MedicationInfo, named: set[str]) -> bool:
 def _concept_info(concept: Any) -> MedicationInfo | None:
     if not isinstance(concept, dict):
         return None
-    codings = concept.get("coding")
-    codings = [codings] if isinstance(codings, dict) else codings if isinstance(codings, list) else []
-    text = concept.get("text") if isinstance(concept.get("text"), str) else ""
-    rx = [c for c in codings if isinstance(c, dict)
-          and terminology.normalize_system(c.get("system")) == terminology.RXNORM]
-    named = _named_ingredients([c.get("display") for c in codings if isinstance(c, dict)] + [text])
+    codings = [c for c in as_list(concept.get("coding")) if isinstance(c, dict)]
+    text = text_of(concept.get("text")) or ""
+    rx = [c for c in codings if terminology.normalize_system(c.get("system")) == terminology.RXNORM]
+    displays = [text_of(c.get("display")) for c in codings]  # a display that is no text counts as none
+    named = _named_ingredients([*displays, text])
     for coding in rx:
         code = terminology.normalize_code(terminology.RXNORM, coding.get("code"))
-        info = _from_table(code, coding.get("display") or text) if code else None
+        info = _from_table(code, text_of(coding.get("display")) or text) if code else None
         if info and _agrees(info, named):
             return info
-    for candidate in [c.get("display") for c in codings if isinstance(c, dict)] + [text]:
-        if isinstance(candidate, str):
+    for candidate in [*displays, text]:
+        if candidate:
             info = parse_product_name(candidate)
             if info:
-                code = next((c.get("code") for c in rx if c.get("display") == candidate), None)
+                code = next((terminology.normalize_code(terminology.RXNORM, c.get("code")) for c in rx
+                             if text_of(c.get("display")) == candidate), None)
                 return MedicationInfo(info.display, info.ingredients, info.route_group, info.dose_form,
                                       code, info.source)
     for coding in rx:  # an ingredient-level code (IN) with no strength
         code = terminology.normalize_code(terminology.RXNORM, coding.get("code"))
         for name, rxcui in _ingredient_names().items():
             if rxcui == code:
-                display = coding.get("display") or text or name
+                display = text_of(coding.get("display")) or text or name
                 return MedicationInfo(display=display, ingredients=(Ingredient(rxcui, name),),
                                       product_rxcui=code, source="ingredient-code")
     if text or codings:
-        display = text or next((c.get("display") for c in codings if isinstance(c, dict) and c.get("display")), "")
+        display = text or next((d for d in displays if d), "")
         rxcui, name = _ingredient_by_name(display) if display else (None, "")
         if rxcui:
             return MedicationInfo(display=display, ingredients=(Ingredient(rxcui, name),), source="name-grammar")
@@ -266,10 +277,7 @@ def _concept_info(concept: Any) -> MedicationInfo | None:
 
 
 def _dosage_list(resource: Mapping[str, Any]) -> list[dict[str, Any]]:
-    raw = resource.get("dosageInstruction", resource.get("dosage"))
-    if isinstance(raw, dict):
-        return [raw]
-    return [d for d in raw if isinstance(d, dict)] if isinstance(raw, list) else []
+    return [d for d in as_list(resource.get("dosageInstruction", resource.get("dosage"))) if isinstance(d, dict)]
 
 
 def _route_from_dosages(resource: Mapping[str, Any]) -> str:
@@ -277,11 +285,11 @@ def _route_from_dosages(resource: Mapping[str, Any]) -> str:
         route = dosage.get("route")
         if not isinstance(route, dict):
             continue
-        codings = route.get("coding")
-        for coding in [codings] if isinstance(codings, dict) else codings or []:
-            if isinstance(coding, dict) and str(coding.get("code", "")).strip() in _ROUTE_BY_SNOMED:
-                return _ROUTE_BY_SNOMED[str(coding["code"]).strip()]
-        group = route_of_form(route.get("text") or "")
+        for coding in as_list(route.get("coding")):
+            code = text_of(coding.get("code")) if isinstance(coding, dict) else None
+            if code in _ROUTE_BY_SNOMED:
+                return _ROUTE_BY_SNOMED[code]
+        group = route_of_form(text_of(route.get("text")))
         if group != "unknown":
             return group
     return "unknown"
@@ -293,12 +301,12 @@ def _ratio_strength(ratio: Any) -> tuple[float | None, str | None]:
         return None, None
     numerator = ratio.get("numerator") if isinstance(ratio.get("numerator"), dict) else {}
     denominator = ratio.get("denominator") if isinstance(ratio.get("denominator"), dict) else {}
-    value = _number(numerator.get("value"))
-    factor = _UNIT_TO_MG.get(str(numerator.get("code") or numerator.get("unit") or "").strip().lower())
-    if value is None or factor is None:
-        return None, None
-    per_value = _number(denominator.get("value")) or 1.0
-    per_unit = str(denominator.get("code") or denominator.get("unit") or "").strip().strip("{}").upper()
+    value = number_of(numerator.get("value"))
+    factor = _UNIT_TO_MG.get((text_of(numerator.get("code")) or text_of(numerator.get("unit")) or "").lower())
+    per_value = number_of(denominator.get("value")) if "value" in denominator else 1.0
+    if value is None or factor is None or value < 0 or per_value is None or per_value <= 0:
+        return None, None  # no strength rather than a wrong one ("20 mg / 0 mL")
+    per_unit = (text_of(denominator.get("code")) or text_of(denominator.get("unit")) or "").strip("{}").upper()
     per_unit = {"TAB": "TABLET", "TBL": "TABLET", "CAP": "CAPSULE", "ML": "ML"}.get(per_unit, per_unit or None)
     return value * factor / per_value, per_unit
 
@@ -308,7 +316,7 @@ def _with_medication_details(info: MedicationInfo, medication: Mapping[str, Any]
     gave none (compounded or locally coded products)."""
     ingredients = list(info.ingredients)
     if ingredients and ingredients[0].strength_mg is None:
-        for item in medication.get("ingredient") or []:
+        for item in as_list(medication.get("ingredient")):
             if not isinstance(item, dict):
                 continue
             strength, per_unit = _ratio_strength(item.get("strength"))
@@ -321,10 +329,10 @@ def _with_medication_details(info: MedicationInfo, medication: Mapping[str, Any]
     form_text = None
     form = medication.get("form")
     if isinstance(form, dict):
-        form_text = form.get("text") or next((c.get("display") for c in
-                                              ([form["coding"]] if isinstance(form.get("coding"), dict)
-                                               else form.get("coding") or []) if isinstance(c, dict)), None)
-    dose_form = info.dose_form or (form_text if isinstance(form_text, str) else None)
+        form_text = text_of(form.get("text")) or next(
+            (text_of(c.get("display")) for c in as_list(form.get("coding"))
+             if isinstance(c, dict) and text_of(c.get("display"))), None)
+    dose_form = info.dose_form or form_text
     route = info.route_group if info.route_group != "unknown" else route_of_form(dose_form)
     return MedicationInfo(info.display, tuple(ingredients), route, dose_form, info.product_rxcui, info.source)
 
@@ -335,24 +343,24 @@ def identify_medication(resource: Mapping[str, Any],
     info = _concept_info(resource.get("medicationCodeableConcept"))
     if info is None:
         reference = resource.get("medicationReference")
-        ref = reference.get("reference") if isinstance(reference, dict) else None
+        ref = text_of(reference.get("reference")) if isinstance(reference, dict) else None
         medication = None
-        if isinstance(ref, str) and ref.startswith("#"):
-            medication = next((c for c in resource.get("contained") or [] if isinstance(c, dict)
+        if ref is not None and ref.startswith("#"):
+            medication = next((c for c in as_list(resource.get("contained")) if isinstance(c, dict)
                                and c.get("id") == ref[1:]), None)
-        elif isinstance(ref, str):
+        elif ref is not None:
             medication = resolve_reference(ref)
         if isinstance(medication, dict):
             info = _concept_info(medication.get("code"))
             if info is None:
-                for item in medication.get("ingredient") or []:
+                for item in as_list(medication.get("ingredient")):
                     if isinstance(item, dict):
                         info = _concept_info(item.get("itemCodeableConcept"))
                         if info:
                             break
             if info is not None:
                 info = _with_medication_details(info, medication)
-        if info is None and isinstance(reference, dict) and isinstance(reference.get("display"), str):
+        if info is None and isinstance(reference, dict) and text_of(reference.get("display")):
             info = _concept_info({"text": reference["display"]})
     if info is None:
         return None
@@ -436,13 +444,13 @@ def administration_time(resource: Mapping[str, Any]) -> datetime | None:
 def is_current(resource: Mapping[str, Any], now: datetime, include_draft: bool = False) -> bool:
     """CLINICAL-CONTENT 4.3: is this medication being taken (or about to be, for a draft order)?"""
     kind = resource.get("resourceType")
-    status = resource.get("status") if isinstance(resource.get("status"), str) else None
+    status = text_of(resource.get("status"))
     if kind in ("MedicationRequest", "MedicationOrder"):
         allowed = _CURRENT_REQUEST | ({"draft"} if include_draft else set())
         if status not in allowed:
             return False
         intent = resource.get("intent")
-        if intent is not None and (not isinstance(intent, str) or intent not in _ORDER_INTENTS) and not include_draft:
+        if intent is not None and text_of(intent) not in _ORDER_INTENTS and not include_draft:
             return False
         dispense = resource.get("dispenseRequest")
         validity = dispense.get("validityPeriod") if isinstance(dispense, dict) else None
@@ -465,30 +473,13 @@ def is_current(resource: Mapping[str, Any], now: datetime, include_draft: bool =
 
 # --- dose arithmetic -----------------------------------------------------------------------------------
 
-def _number(value: Any) -> float | None:
-    """A finite number from a JSON number or numeric string; ``None`` otherwise (NaN and infinities too)."""
-    if isinstance(value, bool):
-        return None
-    if not isinstance(value, (int, float, str)):
-        return None
-    try:
-        number = float(value.strip() if isinstance(value, str) else value)
-    except (ValueError, OverflowError):  # "abc"; an integer too large for a float
-        return None
-    return number if math.isfinite(number) else None
-
-
-number = _number  # public names for the timeline
-
-
-
 def _doses_per_day(timing: Any) -> tuple[float | None, str]:
     if not isinstance(timing, dict):
         return None, "no timing"
     repeat = timing.get("repeat") if isinstance(timing.get("repeat"), dict) else {}
-    frequency = _number(repeat.get("frequencyMax")) or _number(repeat.get("frequency"))
+    frequency = number_of(repeat.get("frequencyMax")) or number_of(repeat.get("frequency"))
     # worst case, as OMTK: the most doses (frequencyMax) in the shortest period (period, not periodMax)
-    period = _number(repeat.get("period")) or _number(repeat.get("periodMax"))
+    period = number_of(repeat.get("period")) or number_of(repeat.get("periodMax"))
     unit = repeat.get("periodUnit") if isinstance(repeat.get("periodUnit"), str) else None
     if frequency is None:
         listed = repeat.get("timeOfDay") or repeat.get("when")
@@ -501,12 +492,10 @@ def _doses_per_day(timing: Any) -> tuple[float | None, str]:
         return frequency, f"{_fmt(frequency)}/day"
     code = timing.get("code")
     if isinstance(code, dict):
-        codings = code.get("coding")
-        codings = [codings] if isinstance(codings, dict) else codings or []
-        for value in [c.get("code") for c in codings if isinstance(c, dict)] + [code.get("text")]:
-            if isinstance(value, str) and value.strip().upper() in _GTS:
-                per_day = _GTS[value.strip().upper()]
-                return per_day, f"{value.strip().upper()} ({_fmt(per_day)}/day)"
+        for value in [c.get("code") for c in as_list(code.get("coding")) if isinstance(c, dict)] + [code.get("text")]:
+            text = (text_of(value) or "").upper()
+            if text in _GTS:
+                return _GTS[text], f"{text} ({_fmt(_GTS[text])}/day)"
     return None, "frequency not stated"
 
 
@@ -540,7 +529,7 @@ def _quantity_units(quantity: Mapping[str, Any]) -> list[str]:
 def _mg_per_administration(quantity: Any, info: MedicationInfo) -> tuple[float | None, str]:
     if not isinstance(quantity, dict):
         return None, "no dose quantity"
-    value = _number(quantity.get("value"))
+    value = number_of(quantity.get("value"))
     if value is None or not math.isfinite(value) or value < 0:
         return None, "no usable dose value"
     units = _quantity_units(quantity)
@@ -584,7 +573,7 @@ def _active_lines(dosages: list[dict[str, Any]], now: datetime) -> list[dict[str
     unbounded = [d for d in dosages if _bounds(d) == (None, None)]
     if current or unbounded:
         return current + unbounded
-    ordered = sorted(dosages, key=lambda d: _number(d.get("sequence")) or 0)
+    ordered = sorted(dosages, key=lambda d: number_of(d.get("sequence")) or 0)
     return ordered[:1]
 
 
@@ -646,14 +635,14 @@ def dose_of_lines(lines: Iterable[Mapping[str, Any]], info: MedicationInfo) -> D
             if isinstance(maximum, dict) and isinstance(maximum.get("numerator"), dict):
                 quantity = maximum["numerator"]
                 denominator = maximum.get("denominator") if isinstance(maximum.get("denominator"), dict) else {}
-                days = (_number(denominator.get("value")) or 1) / _PERIOD_PER_DAY.get(
-                    str(denominator.get("code") or denominator.get("unit") or "d"), 1.0)
+                days = (number_of(denominator.get("value")) or 1) / _PERIOD_PER_DAY.get(
+                    text_of(denominator.get("code")) or text_of(denominator.get("unit")) or "d", 1.0)
                 per_day, rate = (1 / days if days and math.isfinite(days) else None), "maximum per period"
             else:
                 return DoseResult(False, reason="as-needed dosing without a maximum")
         mg, dose_text = _mg_per_administration(quantity, info)
         if mg is None:
-            text = dosage.get("text")
+            text = text_of(dosage.get("text"))
             return DoseResult(False, reason=dose_text + (" (free-text dosage only)" if text and quantity is None
                                                          else ""))
         if per_day is None:
@@ -695,8 +684,8 @@ def administered_mg(dosage: Any, info: MedicationInfo, hours: float | None = Non
         rate = dosage.get("rateQuantity")
         mg, text = None, "no dose stated"
         if isinstance(rate, dict) and hours is not None:
-            value = _number(rate.get("value"))
-            unit = str(rate.get("code") or rate.get("unit") or "").strip().lower()
+            value = number_of(rate.get("value"))
+            unit = (text_of(rate.get("code")) or text_of(rate.get("unit")) or "").lower()
             per_hour = {"mg/h": 1.0, "mg/hr": 1.0, "mg/min": 60.0, "g/h": 1000.0}.get(unit)
             if value is not None and per_hour is not None and math.isfinite(value) and value >= 0:
                 mg = value * per_hour * hours

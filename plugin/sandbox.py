@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import tempfile
 import threading
 import time
@@ -40,6 +39,8 @@ from urllib.parse import urlencode
 
 import click
 
+from cds_hooks.server import port_free as cds_port_free
+
 from . import fixtures
 
 HOST = "127.0.0.1"
@@ -48,15 +49,8 @@ FIRST_PATIENT = "sle-twitching-no-labs"
 
 
 def port_free(port: int) -> bool:
-    """Whether a server could listen on ``port`` now. SO_REUSEADDR, as the servers themselves set it:
-    without it, connections of a sandbox stopped a moment ago (TIME_WAIT) would count as "in use"."""
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((HOST, port))
-        except OSError:
-            return False
-    return True
+    """Whether a server could listen on ``port`` of :data:`HOST` now (see :func:`cds_hooks.server.port_free`)."""
+    return cds_port_free(HOST, port)
 
 
 def write_requests(folder: Path, now: datetime, fhir_base: str) -> int:

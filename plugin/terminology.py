@@ -52,11 +52,14 @@ _CANONICAL = {uri.lower(): uri for uri in (SNOMED, ICD10CM, ICD10_WHO, LOINC, RX
 _ICD10_SYSTEMS = (ICD10CM, ICD10_WHO)
 
 
+def normalize_system(system: Any) -> str | None:
+    """The canonical URI of ``system`` (OID aliases, trailing slash, whitespace), or ``None`` (also for a
+    value that is not a string: raw JSON may hold a list or an object here)."""
+    return _normalize_system(system) if isinstance(system, str) else None
+
+
 @functools.lru_cache(maxsize=256)
-def normalize_system(system: str | None) -> str | None:
-    """The canonical URI of ``system`` (OID aliases, trailing slash, whitespace), or ``None``."""
-    if not isinstance(system, str):
-        return None
+def _normalize_system(system: str) -> str | None:
     system = system.strip().rstrip("/")
     if not system:
         return None
@@ -67,11 +70,16 @@ def normalize_system(system: str | None) -> str | None:
     return _ALIASES.get(lowered) or _CANONICAL.get(lowered) or system
 
 
-@functools.lru_cache(maxsize=65536)
-def normalize_code(system: str | None, code: str | None) -> str | None:
-    """``code`` trimmed; ICD-10(-CM) upper-cased with its dot after the third character."""
+def normalize_code(system: Any, code: Any) -> str | None:
+    """``code`` trimmed; ICD-10(-CM) upper-cased with its dot after the third character. ``None`` for a
+    code that is not a string (or is blank)."""
     if not isinstance(code, str):
         return None
+    return _normalize_code(system if isinstance(system, str) else None, code)
+
+
+@functools.lru_cache(maxsize=65536)
+def _normalize_code(system: str | None, code: str) -> str | None:
     code = code.strip()
     if not code:
         return None
@@ -151,13 +159,13 @@ def prefixes(name: str) -> dict[str, tuple[str, ...]]:
     return dict(_compiled(name).prefixes)
 
 
-def in_valueset(name: str, system: str | None, code: str | None) -> bool:
+def in_valueset(name: str, system: Any, code: Any) -> bool:
     """Is ``system|code`` (raw, un-normalised) a member of ValueSet ``name``?"""
     system = normalize_system(system)
     return _compiled(name).contains(system, normalize_code(system, code))
 
 
-def group_of(name: str, system: str | None, code: str | None) -> str | None:
+def group_of(name: str, system: Any, code: Any) -> str | None:
     """The code-group label of the include holding ``system|code`` in ValueSet ``name`` (``None`` if none)."""
     system = normalize_system(system)
     code = normalize_code(system, code)
@@ -216,7 +224,7 @@ def _displays(name: str) -> dict[tuple[str, str], str]:
     return found
 
 
-def concept_display(name: str, system: str | None, code: str | None) -> str | None:
+def concept_display(name: str, system: Any, code: Any) -> str | None:
     """The display ValueSet ``name`` records for ``system|code`` (the source's display, not the record's)."""
     system = normalize_system(system)
     return _displays(name).get((system, normalize_code(system, code)))

@@ -35,7 +35,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from . import medications
-from .fhirdata import parse_datetime
+from .fhirdata import number_of, out_of_range, parse_datetime
 
 #: a dosage bound longer than this is a data error (the line is skipped with a note)
 MAX_BOUND_DAYS = 36_500
@@ -68,6 +68,15 @@ class Line:
         return (self.start is None or self.start <= moment) and (self.end is None or moment <= self.end)
 
 
+def _hands_over(line: Line, later: Line) -> bool:
+    """Does ``line`` end within a day of ``later``'s start, ``later`` having started after it (a step change)?"""
+    if later is line or later.start is None or line.end is None:
+        return False
+    if line.start is not None and later.start <= line.start:
+        return False
+    return timedelta(0) <= line.end - later.start <= timedelta(days=1)
+
+
 @dataclass(frozen=True, eq=False)
 class Record:
     """A medication record with its dosage lines on the calendar."""
@@ -77,7 +86,13 @@ class Record:
     notes: tuple[str, ...]
 
     def lines_at(self, moment: datetime) -> tuple[Line, ...]:
-        return tuple(line for line in self.lines if line.applies(moment))
+        applying = [line for line in self.lines if line.applies(moment)]
+        if len(applying) < 2:
+            return tuple(applying)
+        # Consecutive steps written with date-only bounds touch on their changeover day (step 1 ends on the
+        # 15th, step 2 starts on the 15th): the next step takes over that day, the two doses are never added.
+        # Lines that start together (a morning and an evening dose) or truly overlap still both apply.
+        return tuple(line for line in applying if not any(_hands_over(line, later) for later in applying))
 
     @property
     def ended_at(self) -> datetime | None:
@@ -99,7 +114,7 @@ class Record:
 
 
 def _sequence(dosage: Mapping[str, Any]) -> float | None:
-    return medications.number(dosage.get("sequence"))
+    return number_of(dosage.get("sequence"))
 
 
 def _repeat(dosage: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -119,9 +134,11 @@ def _bound_days(duration: Any) -> tuple[float | None, str | None]:
         return None, None
     if not isinstance(duration, Mapping):
         return None, "boundsDuration is not a Duration"
-    value = medications.number(duration.get("value"))
+    value = number_of(duration.get("value"))
     unit = next((str(duration[k]).strip().lower() for k in ("code", "unit") if isinstance(duration.get(k), str)),
                 "d")
+    if out_of_range(duration.get("value")):
+        return None, "boundsDuration is out of range"
     if value is None or value <= 0 or unit not in _DAYS_PER_UNIT:
         return None, "boundsDuration has no usable value and unit"
     days = value * _DAYS_PER_UNIT[unit]
@@ -134,7 +151,9 @@ def _count_days(count: Any, per_day: float) -> tuple[float | None, float | None,
     """(number of doses, days they take) of ``timing.repeat.count``, and the problem if unreadable."""
     if count is None:
         return None, None, None
-    doses = medications.number(count)
+    doses = number_of(count)
+    if out_of_range(count):
+        return None, None, "count is out of range"
     if doses is None or doses < 1 or doses != int(doses):
         return None, None, "count is not a whole number of doses"
     days = doses / per_day
@@ -455,7 +474,7 @@ def _merge(pulses: list[Pulse]) -> list[Pulse]:
         previous = merged[-1] if merged else None
         if (previous is not None and previous.last is not None and pulse.first is not None
                 and previous.proposed == pulse.proposed
-                and _day(pulse.first) <= _day(previous.last) + timedelta(days=1)):
+                and (_day(pulse.first) - _day(previous.last)).days <= 1):  # no date arithmetic past 9999
             keep = pulse if pulse.administrations > previous.administrations else previous
             merged[-1] = Pulse(
                 keep.name, keep.medication, previous.first or pulse.first,

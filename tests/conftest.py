@@ -31,6 +31,7 @@ def make_app(tmp_path):
     """Build an app with the tiny plugin; keyword overrides go into the config."""
     def build(plugins=(tiny_plugin,), fetcher=None, authenticator=None, **config):
         base = {"LUPUS_CDS_DATABASE_URL": f"sqlite:///{tmp_path / 'feedback.sqlite3'}",
+                "LUPUS_CDS_REPLAY_DB": str(tmp_path / "replay.sqlite3"),
                 "LUPUS_CDS_ALLOW_UNSIGNED": True, "LUPUS_CDS_PUBLIC_URL": "https://cds.example.org"}
         base.update(config)
         return create_app(base, plugins=list(plugins), fetcher=fetcher, authenticator=authenticator,

@@ -132,7 +132,7 @@ SERVE_ENVIRONMENTS = [(environment, setting) for environment, setting, _ in BAD_
 
 
 @pytest.mark.parametrize(("environment", "setting"), SERVE_ENVIRONMENTS, ids=[s for _, s in SERVE_ENVIRONMENTS])
-def test_serve_refuses_a_bad_setting_before_it_starts_gunicorn(environment, setting):
+def test_serve_refuses_a_bad_setting_before_it_starts_the_server(environment, setting):
     """A real process: the line, exit status 2, and no traceback on stderr (nothing starts listening)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LUPUS_CDS_")}
     env.update(environment)

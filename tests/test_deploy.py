@@ -1,18 +1,11 @@
 """Deployment files: Kubernetes manifests validated against the Kubernetes OpenAPI schemas (offline, with
 kubernetes-validate), the Dockerfile linted structurally (there is no container engine here to build
-it), the gunicorn config, and the README documenting every setting."""
+it), the server settings, and the README documenting every setting."""
 
 from __future__ import annotations
 
-import io
-import json
-import logging
 import re
 import shlex
-import subprocess
-import sys
-from datetime import timedelta
-from pathlib import Path
 
 import kubernetes_validate
 import pytest
@@ -23,7 +16,6 @@ from cds_hooks import config as settings
 
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
-GUNICORN_CONF = ROOT / "cds_hooks" / "gunicorn_conf.py"
 #: the oldest Kubernetes minor still commonly supported by managed offerings
 K8S_VERSION = "1.30.0"
 COMPILERS = ("gcc", "g++", "clang", "build-essential", "make", "cc", "cpp", "libc6-dev", "python3-dev",
@@ -172,96 +164,49 @@ def test_dockerfile_copies_only_what_exists():
                 for source in sources:
                     assert (ROOT / source).exists(), source
     text = (DEPLOY / "Dockerfile").read_text()
-    assert "COPY cds_hooks ./cds_hooks" in text  # the gunicorn config travels inside the package
+    assert "COPY cds_hooks ./cds_hooks" in text  # the server settings travel inside the package
     ignore = (DEPLOY / "Dockerfile.dockerignore").read_text()
     assert ".venv" not in ignore or "!.venv" not in ignore  # context is an allow-list; .venv never sent
 
 
-# --- gunicorn config -----------------------------------------------------------------------------------
+# --- server (granian) -----------------------------------------------------------------------------------
 
-def load_gunicorn_conf() -> dict:
-    """The config as gunicorn reads it, in a child process (it sets PROMETHEUS_MULTIPROC_DIR)."""
-    code = ("import json, runpy, sys; c = runpy.run_path(sys.argv[1]); "
-            "print(json.dumps({k: v if isinstance(v, (int, float, str, bool)) or v is None else repr(v) "
-            "for k, v in c.items() if not k.startswith('_')}))")
-    out = subprocess.run([sys.executable, "-c", code, str(GUNICORN_CONF)], capture_output=True,
-                         text=True, check=True, env={"PATH": "/usr/bin:/bin"})
-    return json.loads(out.stdout)
+def test_serve_uses_every_cpu_by_default_and_logs_as_json(monkeypatch, tmp_path):
+    from cds_hooks import server
+
+    for name in ("LUPUS_CDS_WORKERS", "LUPUS_CDS_REDIS_URL", "LUPUS_CDS_REPLAY_DB", "LUPUS_CDS_ALLOW_UNSIGNED",
+                 "LUPUS_CDS_LOG_FORMAT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))  # not a directory of its own to clean up
+    built = server.build_server("127.0.0.1", 18080)
+    assert built.workers == server.default_workers() == len(__import__("os").sched_getaffinity(0))
+    assert built.http1_settings.header_read_timeout == server.HEADER_TIMEOUT_SECONDS * 1000
+    assert built.backpressure >= 1000, "granian counts idle connections against this: keep it large"
+    assert built.log_access is False  # cds_hooks.serving writes the access log
+    formatter = built.log_config["formatters"]["service"]["()"]
+    assert formatter == "cds_hooks.logs.JSONFormatter"
+    assert built.workers_kill_timeout == server.GRACEFUL_SECONDS
+    monkeypatch.setenv("LUPUS_CDS_WORKERS", "3")
+    assert server.build_server("127.0.0.1", 18080).workers == 3
+    assert server.build_server("127.0.0.1", 18080, workers=1).workers == 1  # --workers wins
 
 
-def test_gunicorn_config_ships_inside_the_package():
-    """A wheel install (not only a checkout) serves with it: it is a module of ``cds_hooks``, which
-    setuptools packages whole, and ``serve`` finds it next to the code."""
-    import cds_hooks
-    from cds_hooks.server import DEFAULT_CONF
-
-    assert DEFAULT_CONF == GUNICORN_CONF and DEFAULT_CONF.is_file()
-    assert DEFAULT_CONF.parent == Path(cds_hooks.__file__).parent
-    assert not (DEPLOY / "gunicorn.conf.py").exists()  # one config, not two that drift
-
-
-def test_plain_gunicorn_reads_the_config_by_module_name(monkeypatch, tmp_path):
-    """What deploy/README.md tells people who run gunicorn themselves: ``-c python:cds_hooks.gunicorn_conf``."""
-    from gunicorn.app.base import Application
+def test_serve_refuses_an_in_memory_replay_store_with_several_workers(monkeypatch, tmp_path):
+    from cds_hooks import server
 
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-
-    class Probe(Application):
-        def init(self, parser, opts, args):
-            pass
-
-        def load_config(self):
-            self.load_config_from_module_name_or_filename("python:cds_hooks.gunicorn_conf")
-
-        def load(self):
-            raise AssertionError("not served")
-
-    cfg = Probe().cfg
-    assert cfg.worker_class_str == "gthread" and cfg.timeout < 30 and cfg.logger_class.__name__ == "JSONLogger"
+    monkeypatch.delenv("LUPUS_CDS_REDIS_URL", raising=False)
+    monkeypatch.delenv("LUPUS_CDS_ALLOW_UNSIGNED", raising=False)
+    monkeypatch.setenv("LUPUS_CDS_REPLAY_DB", "memory")
+    with pytest.raises(ValueError, match="replayed"):
+        server.build_server("127.0.0.1", 18080, workers=2)
+    assert server.build_server("127.0.0.1", 18080, workers=1).workers == 1
 
 
-def test_gunicorn_config_timeouts_workers_and_hooks():
-    conf = load_gunicorn_conf()
-    assert conf["timeout"] < 30, "below typical EHR hook timeouts"
-    assert conf["graceful_timeout"] <= conf["timeout"]
-    assert conf["workers"] >= 1 and conf["worker_class"] == "gthread"
-    for hook in ("child_exit", "on_starting", "on_exit"):
-        assert hook in conf
-    assert conf["control_socket_disable"] is True
-
-
-def test_gunicorn_access_log_has_no_query_string_and_is_json(monkeypatch, tmp_path):
-    import runpy
-
-    from gunicorn.config import Config
-
-    # set first, so the config does not create (and export) a metrics directory of its own here
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    namespace = runpy.run_path(str(GUNICORN_CONF))
-    cfg = Config()
-    cfg.set("accesslog", "-")
-    logger = namespace["JSONLogger"](cfg)
-    stream = io.StringIO()
-    for handler in logger.access_log.handlers:
-        handler.setStream(stream)
-
-    class Resp:
-        status = "200 OK"
-        status_code = 200
-        sent = 17
-        headers = [("Content-Type", "application/json"), ("X-Request-Id", "rid-12345678")]
-
-    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/cds-services/x", "QUERY_STRING": "patient=PID-77",
-               "REMOTE_ADDR": "10.0.0.1", "RAW_URI": "/cds-services/x?patient=PID-77"}
-    try:
-        logger.access(Resp(), None, environ, timedelta(milliseconds=12))
-    finally:
-        for name in ("gunicorn.access", "gunicorn.error"):
-            logging.getLogger(name).handlers.clear()
-    line = stream.getvalue().strip()
-    entry = json.loads(line)
-    assert (entry["path"], entry["status"], entry["request_id"]) == ("/cds-services/x", 200, "rid-12345678")
-    assert "PID-77" not in line
+def test_granian_is_a_declared_dependency_and_gunicorn_is_gone():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert '"granian>=' in text and "gunicorn" not in text
+    assert not (ROOT / "cds_hooks" / "gunicorn_conf.py").exists()
 
 
 # --- documentation -------------------------------------------------------------------------------------

@@ -516,3 +516,34 @@ def test_fetch_latency_and_errors_reach_the_metrics(fault_app, fault_server):
     text = app.test_client().get("/metrics").get_data(as_text=True)
     assert 'cds_fhir_fetch_errors_total{outcome="bad-response"}' in text
     assert 'cds_fhir_fetch_duration_seconds_count{outcome="ok"}' in text
+
+
+# --- one server's slowness stays its own ---------------------------------------------------------------
+
+def test_a_server_that_never_answers_cannot_take_the_fetch_capacity_of_another(fault_server, bystander):
+    """Two tenants' servers, two threads per server: calls to a server that hangs fill its own pool
+    (with more queued behind), while a call to the other server is answered at once."""
+    fetcher = FHIRFetcher(limits=FetchLimits(budget=3.0), sandbox_servers=[fault_server.base_url,
+                                                                           bystander.base_url],
+                          allow_unsigned=True, max_workers=2)
+    hanging = {f"q{n}": f"Observation?patient={PATIENT}&fault=hang&n={n}" for n in range(4)}
+    stuck_calls = [threading.Thread(target=fetcher.fetch, args=(
+        FetchRequest(fault_server.base_url, None, PATIENT, queries=hanging),)) for _ in range(3)]
+    try:
+        for call_thread in stuck_calls:
+            call_thread.start()
+        deadline = time.monotonic() + 5
+        while len(fault_server.requests) < 2:  # the hanging server holds both of its threads
+            assert time.monotonic() < deadline, "the hanging server was never called"
+            time.sleep(0.01)
+        started = time.monotonic()
+        result = fetcher.fetch(FetchRequest(bystander.base_url, None, PATIENT,
+                                            queries={"patient": f"Patient/{PATIENT}", "data": "Observation?x=1"}))
+        elapsed = time.monotonic() - started
+        assert all(entry.status is PrefetchStatus.SATISFIED for entry in result.values()), result
+        assert elapsed < 1.0, f"the healthy server's call waited {elapsed:.2f} s behind the hanging one"
+        assert len(fault_server.requests) == 2, "the hanging server never gets more than its 2 threads"
+    finally:
+        for call_thread in stuck_calls:
+            call_thread.join(timeout=10)
+        fetcher.close()

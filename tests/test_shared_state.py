@@ -160,9 +160,10 @@ def test_a_jwt_replayed_against_another_replica_is_refused(make_app, client_keys
                             headers=client_keys.header(BASE + SERVICE)).status_code == 200
 
 
-def test_without_redis_each_process_has_its_own_replay_memory(make_app, client_keys):
-    """Why Redis is needed: in-memory replay stores do not see each other."""
-    replicas = [make_app(LUPUS_CDS_ALLOW_UNSIGNED=False,
+def test_in_memory_replay_stores_do_not_see_each_other(make_app, client_keys):
+    """Why processes need a shared store (the host's SQLite file, or Redis across hosts): with
+    LUPUS_CDS_REPLAY_DB=memory each process remembers only its own tokens."""
+    replicas = [make_app(LUPUS_CDS_ALLOW_UNSIGNED=False, LUPUS_CDS_REPLAY_DB="memory",
                          LUPUS_CDS_CLIENTS=str(client_keys.clients_file)).test_client() for _ in range(2)]
     headers = client_keys.header(BASE + SERVICE)
     assert replicas[0].post(SERVICE, json=patient_view_request(), headers=headers).status_code == 200

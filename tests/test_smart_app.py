@@ -272,18 +272,22 @@ def test_the_memory_store_hands_a_pending_launch_out_once():
 
 
 def test_serve_keeps_app_sessions_in_one_worker_without_redis(monkeypatch):
-    """Launches and sessions live in memory without Redis: a launch started in one gunicorn worker must
-    finish in the same one, so ``serve`` defaults to one worker then, even in unsigned sandbox mode."""
-    import runpy
+    """Launches and sessions live in memory without Redis: a launch started in one worker process must
+    finish in the same one, so ``serve`` defaults to one worker then, even in unsigned sandbox mode; with
+    Redis (or without the app) it uses every CPU."""
+    from cds_hooks.server import build_server, default_workers
 
-    from conftest import ROOT
-
-    for name in ("LUPUS_CDS_WORKERS", "LUPUS_CDS_REDIS_URL"):
+    for name in ("LUPUS_CDS_WORKERS", "LUPUS_CDS_REDIS_URL", "LUPUS_CDS_PUBLIC_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/tmp")
     monkeypatch.setenv("LUPUS_CDS_ALLOW_UNSIGNED", "1")
     monkeypatch.setenv("LUPUS_CDS_SMART_APP", "1")
-    assert runpy.run_path(str(ROOT / "cds_hooks" / "gunicorn_conf.py"))["workers"] == 1
+    assert build_server("127.0.0.1", 8080).workers == 1
+    monkeypatch.setenv("LUPUS_CDS_REDIS_URL", "redis://127.0.0.1:1/0")
+    assert build_server("127.0.0.1", 8080).workers == default_workers()
+    monkeypatch.delenv("LUPUS_CDS_REDIS_URL")
+    monkeypatch.setenv("LUPUS_CDS_SMART_APP", "0")
+    assert build_server("127.0.0.1", 8080).workers == default_workers()
 
 
 def test_with_redis_launches_and_sessions_are_shared_by_replicas_and_single_use(make_app, redis_url):

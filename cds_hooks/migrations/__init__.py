@@ -1,6 +1,6 @@
 """Schema migrations of the service's database (alembic), applied when the app starts.
 
-Every process that opens the database runs :func:`upgrade`: several gunicorn workers and several
+Every process that opens the database runs :func:`upgrade`: several `serve` workers and several
 replicas start at once, so the upgrade is serialised (a PostgreSQL advisory lock held for the migration
 transaction; a file lock next to a SQLite file) and is a no-op once the schema is at ``head``.
 

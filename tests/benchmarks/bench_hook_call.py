@@ -1,5 +1,5 @@
 """Benchmark of one whole hook call, in process: request bytes in, response bytes out, through the Flask
-app (``cds_hooks.create_app`` with the lupus plugin, called through WSGI as gunicorn calls it), compared
+app (``cds_hooks.create_app`` with the lupus plugin, called through WSGI as a server calls it), compared
 with the standard library's ``json.loads`` of the same body in the same run.
 
 Not a pytest test (run it as a script)::
@@ -350,7 +350,7 @@ def measure(name: str, request: dict[str, Any], clients: dict[str, Any], runs: i
     body = json.dumps(request).encode()
 
     def hook_call(client: Any, body: bytes = body) -> bytes:
-        # Straight through the WSGI interface, as gunicorn calls the app: request bytes in, response bytes
+        # Straight through the WSGI interface, as a server calls the app: request bytes in, response bytes
         # out (the Flask test client's own request building would add ~0.1 ms that no server pays).
         environ = {"REQUEST_METHOD": "POST", "PATH_INFO": url, "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8080",
                    "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(body),

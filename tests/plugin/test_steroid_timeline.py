@@ -67,6 +67,21 @@ def test_10_1_each_taper_step_applies_for_its_seven_days(days_into_taper, mg):
     assert f"Prednisone {mg} mg/day" in steroid_card(run(baseline(taper)))["summary"]
 
 
+def test_10_1_taper_steps_with_date_only_bounds_hand_over_on_their_changeover_day():
+    """Steps written as boundsPeriod dates that touch (step 1 ends the day step 2 starts) are not added up on
+    that day: the new step applies (30 mg/day, not 40 + 30 = 70). Two lines over the same days still add up."""
+    changeover = NOW.date().isoformat()
+    first = daily(40)
+    first["timing"]["repeat"]["boundsPeriod"] = {"start": day(7), "end": changeover}
+    second = daily(30)
+    second["timing"]["repeat"]["boundsPeriod"] = {"start": changeover, "end": day(-7)}
+    summary = steroid_card(run(baseline(med(PREDNISONE, first, second, authored_days_ago=7))))["summary"]
+    assert summary.startswith("Prednisone 30 mg/day") and "70" not in summary
+    morning, evening = daily(20, bounds_days=(7, -7)), daily(20, bounds_days=(7, -7))
+    split = steroid_card(run(baseline(med(PREDNISONE, morning, evening, authored_days_ago=7))))["summary"]
+    assert split.startswith("Prednisone 40 mg/day")
+
+
 def test_10_1_a_taper_whose_last_step_has_passed_has_ended():
     taper = med(PREDNISONE, step(40, 1), step(30, 2), step(20, 3), step(10, 4), authored_days_ago=28)
     assert STEROID not in topics(run(baseline(taper)))
