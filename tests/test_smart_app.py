@@ -277,8 +277,9 @@ def test_serve_keeps_app_sessions_in_one_worker_without_redis(monkeypatch):
     Redis (or without the app) it uses every CPU."""
     from cds_hooks.server import build_server, default_workers
 
-    for name in ("LUPUS_CDS_WORKERS", "LUPUS_CDS_REDIS_URL", "LUPUS_CDS_PUBLIC_URL"):
+    for name in ("LUPUS_CDS_WORKERS", "LUPUS_CDS_REDIS_URL"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LUPUS_CDS_PUBLIC_URL", "http://127.0.0.1:8080")  # build_server sets it when unset
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "/tmp")
     monkeypatch.setenv("LUPUS_CDS_ALLOW_UNSIGNED", "1")
     monkeypatch.setenv("LUPUS_CDS_SMART_APP", "1")
