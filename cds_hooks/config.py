@@ -115,8 +115,9 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "LUPUS_CDS_SMART_APP_SESSION_SECONDS": (
         3600, "Longest life of an app session, in seconds; it also ends when the EHR's access token expires."),
     "LUPUS_CDS_WORKERS": (
-        None, "Worker processes of `serve` (default: one per CPU; `--workers` wins). Every process shares the "
-        "replay store, so all cores serve safely without Redis."),
+        None, "Worker processes of `serve` (default: one per CPU, or 1 when the SMART app is on without Redis, "
+        "since its sessions live in one process; `--workers` wins). Every process shares the replay store, so all "
+        "cores serve safely without Redis."),
     "LUPUS_CDS_THREADS": (
         8, "Threads per `serve` worker that run requests (hook calls wait on FHIR servers in them; at most 2 "
         "of them compute at once, so new requests and probes never wait long for the interpreter)."),

@@ -451,8 +451,8 @@ def test_issue_11_a_40000_item_feedback_post_is_a_413_past_the_documented_limit(
 # ------------------------------------------------------------------------------------------ transport
 
 
-class InvalidChunkSize(OSError):
-    """What a WSGI server's body reader raises on a malformed chunk (gunicorn has a class of this name)."""
+class InvalidChunkSize(Exception):
+    """What a WSGI server's body reader raises on a malformed chunk (a server-specific exception class)."""
 
 
 class BrokenChunks:
