@@ -85,6 +85,21 @@ def wait_for_http(url: str, process: subprocess.Popen | None = None, log: Path |
         raise TestbedError(str(exc)) from None
 
 
+def start_node(script: str | Path, folder: Path, env: Mapping[str, str], log_path: Path,
+               ready_url: str) -> subprocess.Popen:
+    """Start a Node.js test server (``node script`` in ``folder``, output to ``log_path``) and wait until
+    ``ready_url`` answers; stopped again, and TestbedError raised, if it never does."""
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([shutil.which("node") or "node", str(script)], cwd=folder, env=dict(env),
+                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_http(ready_url, process, log_path)
+    except TestbedError:
+        stop_process(process)
+        raise
+    return process
+
+
 @contextlib.contextmanager
 def _install_lock(name: str) -> Iterator[None]:
     # Two pytest runs (or pytest and the bootstrap script) must not install into one folder at once.
@@ -440,14 +455,7 @@ class OIDCProvider:
                    NODE_ENV="test")
         if self.jwks_uri:
             env["CLIENT_JWKS_URI"] = self.jwks_uri
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen([shutil.which("node") or "node", str(script)], cwd=folder, env=env,
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_for_http(f"{self.issuer}/.well-known/openid-configuration", self.process, self.log_path)
-        except TestbedError:
-            self.stop()
-            raise
+        self.process = start_node(script, folder, env, self.log_path, f"{self.issuer}/.well-known/openid-configuration")
         return self
 
     def stop(self) -> None:

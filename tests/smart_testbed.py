@@ -43,7 +43,7 @@ from fhir_testbed import (
     ensure_sekmet,
     ensure_smart_ehr,
     free_port,
-    wait_for_http,
+    start_node,
 )
 from readiness import DEFAULT_DEADLINE
 
@@ -114,14 +114,8 @@ class TestEHR:
         env = dict(os.environ, PORT=str(self.port), SEKMET_URL=f"http://127.0.0.1:{self.fhir.port}",
                    JWT_SECRET=self.fhir.secret, CLIENT_ID=CLIENT_ID, REDIRECT_URIS=",".join(self.redirect_uris),
                    TOKEN_TTL=str(self.token_ttl), NODE_ENV="test")
-        with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen([shutil.which("node") or "node", "ehr.mjs"], cwd=folder, env=env,
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            wait_for_http(f"{self.fhir_base}/.well-known/smart-configuration", self.process, self.log_path)
-        except TestbedError:
-            self.stop()
-            raise
+        self.process = start_node("ehr.mjs", folder, env, self.log_path,
+                                  f"{self.fhir_base}/.well-known/smart-configuration")
         return self
 
     def stop(self) -> None:
