@@ -185,7 +185,9 @@ def test_past_capacity_a_request_is_503_with_retry_after_at_once_and_probes_stil
     assert first.answer[0] == 200 and adapter.admitted == 0
 
 
-def test_the_access_log_shows_routes_and_the_services_request_id_only(adapter, app):
+def test_the_access_log_shows_routes_and_the_services_request_id_only(app):
+    # three requests at once: room for all of them (with the 2-thread, no-queue adapter the third is a 503)
+    adapter = RSGIApp(app, ServeLimits(threads=2, queue=4, max_body_bytes=20_000, body_timeout=0.2))
     stream = io.StringIO()
     handler = logs.make_handler("json", stream)
     access = logging.getLogger("cds_hooks.access")
